@@ -1,0 +1,37 @@
+# gureum — `make help` lists the targets.
+GO       ?= go
+BIN      := bin
+GOFLAGS  ?=
+export GOFLAGS
+
+.PHONY: help build test check bench e2e clean guest
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: guest ## build bin/gureum, bin/gureum-vmm and bin/testguest.elf
+	$(GO) build -o $(BIN)/gureum ./cmd/gureum
+	$(GO) build -o $(BIN)/gureum-vmm ./cmd/gureum-vmm
+
+guest: ## build the test guest (bin/testguest.elf) with the machine's gcc
+	$(MAKE) -C images/testguest OUT=$(abspath $(BIN))/testguest.elf
+
+test: build ## run unit, KVM and end-to-end tests (KVM/root tests skip without them unless GUREUM_REQUIRE_KVM=1)
+	GUREUM_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 20m ./...
+
+e2e: build ## run only the end-to-end tests (real binaries, real guests)
+	GUREUM_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 20m -run 'E2E' ./...
+
+bench: build ## compare gureum-vmm with QEMU microvm and gokvm (writes bench/results/)
+	GUREUM_BIN=$(abspath $(BIN)) $(GO) run ./bench
+
+check: ## gofmt, go vet, staticcheck, go mod tidy diff
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./...
+	@cp go.mod /tmp/gureum-go.mod.bak; cp go.sum /tmp/gureum-go.sum.bak 2>/dev/null || true; \
+	$(GO) mod tidy; if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; exit 1; fi
+
+clean: ## remove build outputs
+	rm -rf $(BIN)
+	$(MAKE) -C images/testguest clean OUT=$(abspath $(BIN))/testguest.elf
