@@ -1,0 +1,144 @@
+package kvm
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// goLayout is what the Go mirrors claim: name -> size or offset.
+func goLayout() map[string]uintptr {
+	var run [256]byte
+	_ = run
+	return map[string]uintptr{
+		"kvm_userspace_memory_region":      unsafe.Sizeof(UserspaceMemoryRegion{}),
+		"kvm_regs":                         unsafe.Sizeof(Regs{}),
+		"kvm_segment":                      unsafe.Sizeof(Segment{}),
+		"kvm_dtable":                       unsafe.Sizeof(DTable{}),
+		"kvm_sregs":                        unsafe.Sizeof(SRegs{}),
+		"kvm_sregs.cr0":                    unsafe.Offsetof(SRegs{}.CR0),
+		"kvm_sregs.apic_base":              unsafe.Offsetof(SRegs{}.APICBase),
+		"kvm_fpu":                          unsafe.Sizeof(FPU{}),
+		"kvm_fpu.mxcsr":                    unsafe.Offsetof(FPU{}.MXCSR),
+		"kvm_cpuid_entry2":                 unsafe.Sizeof(CPUIDEntry{}),
+		"kvm_msr_entry":                    unsafe.Sizeof(MSREntry{}),
+		"kvm_pit_config":                   unsafe.Sizeof(PITConfig{}),
+		"kvm_irqfd":                        unsafe.Sizeof(IRQFD{}),
+		"kvm_ioeventfd":                    unsafe.Sizeof(IOEventFD{}),
+		"kvm_ioeventfd.fd":                 unsafe.Offsetof(IOEventFD{}.FD),
+		"kvm_msi":                          unsafe.Sizeof(MSI{}),
+		"kvm_irq_level":                    unsafe.Sizeof(IRQLevel{}),
+		"kvm_irq_routing_entry":            unsafe.Sizeof(IRQRoutingEntry{}),
+		"kvm_irq_routing_entry.u":          unsafe.Offsetof(IRQRoutingEntry{}.U),
+		"kvm_stats_header":                 unsafe.Sizeof(StatsHeader{}),
+		"kvm_stats_desc":                   StatsDescSize,
+		"kvm_lapic_state":                  unsafe.Sizeof(LAPICState{}),
+		"kvm_run.immediate_exit":           runImmediateExit,
+		"kvm_run.exit_reason":              runExitReason,
+		"kvm_run.io":                       runUnion,
+		"ioctl.KVM_RUN":                    ioctlRun,
+		"ioctl.KVM_SET_USER_MEMORY_REGION": ioctlSetUserMemoryRegion,
+		"ioctl.KVM_GET_SUPPORTED_CPUID":    ioctlGetSupportedCPUID,
+		"ioctl.KVM_GET_REGS":               ioctlGetRegs,
+		"ioctl.KVM_SET_SREGS":              ioctlSetSRegs,
+		"ioctl.KVM_SET_FPU":                ioctlSetFPU,
+		"ioctl.KVM_GET_LAPIC":              ioctlGetLAPIC,
+		"ioctl.KVM_SET_CPUID2":             ioctlSetCPUID2,
+		"ioctl.KVM_SET_MSRS":               ioctlSetMSRs,
+		"ioctl.KVM_GET_MSRS":               ioctlGetMSRs,
+		"ioctl.KVM_SET_MP_STATE":           ioctlSetMPState,
+		"ioctl.KVM_IRQFD":                  ioctlIRQFD,
+		"ioctl.KVM_IOEVENTFD":              ioctlIOEventFD,
+		"ioctl.KVM_SIGNAL_MSI":             ioctlSignalMSI,
+		"ioctl.KVM_SET_GSI_ROUTING":        ioctlSetGSIRouting,
+		"ioctl.KVM_CREATE_PIT2":            ioctlCreatePIT2,
+		"ioctl.KVM_IRQ_LINE":               ioctlIRQLine,
+		"ioctl.KVM_GET_STATS_FD":           ioctlGetStatsFD,
+		"ioctl.KVM_SET_IDENTITY_MAP_ADDR":  ioctlSetIdentityMapAddr,
+		"ioctl.KVM_GET_MSR_INDEX_LIST":     ioctlGetMSRIndexList,
+	}
+}
+
+// cProgram prints the same facts from the kernel's own headers.
+const cProgram = `#include <stdio.h>
+#include <stddef.h>
+#include <linux/kvm.h>
+#define S(t) printf("%s %zu\n", #t, sizeof(struct t))
+#define O(t, f) printf("%s.%s %zu\n", #t, #f, offsetof(struct t, f))
+#define I(x) printf("ioctl.%s %lu\n", #x, (unsigned long)(x))
+int main(void) {
+  S(kvm_userspace_memory_region); S(kvm_regs); S(kvm_segment); S(kvm_dtable);
+  S(kvm_sregs); O(kvm_sregs, cr0); O(kvm_sregs, apic_base); S(kvm_fpu); O(kvm_fpu, mxcsr);
+  S(kvm_cpuid_entry2); S(kvm_msr_entry); S(kvm_pit_config); S(kvm_irqfd); S(kvm_ioeventfd);
+  O(kvm_ioeventfd, fd); S(kvm_msi); S(kvm_irq_level); S(kvm_irq_routing_entry);
+  O(kvm_irq_routing_entry, u); S(kvm_stats_header); S(kvm_stats_desc); S(kvm_lapic_state);
+  O(kvm_run, immediate_exit); O(kvm_run, exit_reason); O(kvm_run, io);
+  I(KVM_RUN); I(KVM_SET_USER_MEMORY_REGION); I(KVM_GET_SUPPORTED_CPUID); I(KVM_GET_REGS);
+  I(KVM_SET_SREGS); I(KVM_SET_FPU); I(KVM_GET_LAPIC); I(KVM_SET_CPUID2); I(KVM_SET_MSRS);
+  I(KVM_GET_MSRS); I(KVM_SET_MP_STATE); I(KVM_IRQFD); I(KVM_IOEVENTFD); I(KVM_SIGNAL_MSI);
+  I(KVM_SET_GSI_ROUTING); I(KVM_CREATE_PIT2); I(KVM_IRQ_LINE); I(KVM_GET_STATS_FD);
+  I(KVM_SET_IDENTITY_MAP_ADDR); I(KVM_GET_MSR_INDEX_LIST);
+  return 0;
+}
+`
+
+// TestABIMatchesKernelHeaders compiles cProgram against <linux/kvm.h> and
+// compares every size, offset and ioctl number with the Go mirrors.
+func TestABIMatchesKernelHeaders(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		requireOrSkip(t, "gcc not installed: cannot compare with <linux/kvm.h>")
+	}
+	if _, err := os.Stat("/usr/include/linux/kvm.h"); err != nil {
+		requireOrSkip(t, "<linux/kvm.h> not installed (package linux-libc-dev)")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "abi.c")
+	bin := filepath.Join(dir, "abi")
+	if err := os.WriteFile(src, []byte(cProgram), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("compile: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := goLayout()
+	seen := 0
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		c, _ := strconv.ParseUint(f[1], 10, 64)
+		g, ok := want[f[0]]
+		if !ok {
+			t.Errorf("%s: no Go counterpart", f[0])
+			continue
+		}
+		seen++
+		if uint64(g) != c {
+			t.Errorf("%s: Go %d, kernel %d", f[0], g, c)
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("compared %d facts, Go side has %d", seen, len(want))
+	}
+}
+
+// requireOrSkip skips, or fails when GUREUM_REQUIRE_KVM=1 demands that
+// every KVM-related check runs.
+func requireOrSkip(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("GUREUM_REQUIRE_KVM") == "1" {
+		t.Fatalf("GUREUM_REQUIRE_KVM=1 but %s", why)
+	}
+	t.Skip(why)
+}
