@@ -1,0 +1,172 @@
+// Command gureum-vmm runs one virtual machine on /dev/kvm.
+//
+// Foreground (for people, like qemu-system-x86_64 -nographic):
+//
+//	gureum-vmm --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N]
+//	           [--memory SIZE] [--disk PATH[,ro]]... [--net TAP[,mac=MAC]]...
+//
+// The guest's serial console is on the terminal. Service mode (for the
+// daemon) adds --api-sock PATH: a REST API on that unix socket
+// (docs/vmm-api.md). Exit status: 0 guest powered off, 1 VMM or guest
+// failure (crash), 2 bad flags or config, 3 guest rebooted (--no-reboot),
+// 4 stopped from outside (API stop, SIGTERM, SIGINT).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"gureum/vmm"
+)
+
+// Exit statuses.
+const (
+	exitPoweroff = 0
+	exitCrash    = 1
+	exitUsage    = 2
+	exitReboot   = 3
+	exitStopped  = 4
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func fail(code int, format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "gureum-vmm: "+format+"\n", a...)
+	return code
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("gureum-vmm", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		cfg         vmm.Config
+		memory      string
+		disks, nets listFlag
+		apiSock     string
+		consoleLog  string
+		consoleSock string
+	)
+	fs.StringVar(&cfg.Kernel, "kernel", "", "guest kernel: PVH ELF or bzImage")
+	fs.StringVar(&cfg.Initrd, "initrd", "", "initial ramdisk")
+	fs.StringVar(&cfg.Cmdline, "cmdline", "", "kernel command line")
+	fs.IntVar(&cfg.VCPUs, "cpus", 1, "number of vCPUs")
+	fs.StringVar(&memory, "memory", "128M", "guest memory (e.g. 512M, 2G)")
+	fs.Var(&disks, "disk", "virtio-blk drive PATH[,ro] (repeatable)")
+	fs.Var(&nets, "net", "virtio-net on tap TAP[,mac=MAC] (repeatable)")
+	fs.BoolVar(&cfg.NoReboot, "no-reboot", false, "end the VMM (exit 3) when the guest reboots")
+	fs.StringVar(&apiSock, "api-sock", "", "serve the REST API on this unix socket (service mode)")
+	fs.StringVar(&consoleLog, "console-log", "", "append the serial console to this file")
+	fs.StringVar(&consoleSock, "console-sock", "", "serve the serial console on this unix socket")
+	help := fs.Bool("help", false, "show usage")
+	if err := fs.Parse(args); err != nil {
+		return fail(exitUsage, "%v (see gureum-vmm --help)", err)
+	}
+	if *help {
+		fs.SetOutput(os.Stdout)
+		fmt.Println("usage: gureum-vmm --kernel FILE [flags]")
+		fs.PrintDefaults()
+		return 0
+	}
+	if fs.NArg() > 0 {
+		return fail(exitUsage, "unexpected argument %q (see gureum-vmm --help)", fs.Arg(0))
+	}
+	mem, err := vmm.ParseSize(memory)
+	if err != nil {
+		return fail(exitUsage, "--memory: %v", err)
+	}
+	cfg.MemoryMiB = mem
+	for _, d := range disks {
+		dc, err := vmm.ParseDisk(d)
+		if err != nil {
+			return fail(exitUsage, "--disk: %v", err)
+		}
+		cfg.Disks = append(cfg.Disks, dc)
+	}
+	for _, n := range nets {
+		nc, err := vmm.ParseNet(n)
+		if err != nil {
+			return fail(exitUsage, "--net: %v", err)
+		}
+		cfg.Nets = append(cfg.Nets, nc)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(exitUsage, "%v", err)
+	}
+
+	var sinks []io.Writer
+	if apiSock == "" {
+		sinks = append(sinks, os.Stdout)
+	}
+	if consoleLog != "" {
+		f, err := os.OpenFile(consoleLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return fail(exitUsage, "--console-log: %v", err)
+		}
+		defer f.Close()
+		sinks = append(sinks, f)
+	}
+	console := vmm.NewConsole(sinks...)
+	defer console.Close()
+	if consoleSock != "" {
+		if err := console.Listen(consoleSock); err != nil {
+			return fail(exitUsage, "--console-sock: %v", err)
+		}
+		defer os.Remove(consoleSock)
+	}
+
+	vm, err := vmm.New(cfg, console)
+	if err != nil {
+		if errors.Is(err, vmm.ErrInvalidConfig) {
+			return fail(exitUsage, "%v", err)
+		}
+		return fail(exitCrash, "%v", err)
+	}
+	defer vm.Close()
+	if apiSock != "" {
+		srv, err := vmm.Listen(vm, apiSock)
+		if err != nil {
+			return fail(exitUsage, "--api-sock: %v", err)
+		}
+		defer os.Remove(apiSock)
+		defer srv.Close()
+	} else {
+		console.ReadInputFrom(os.Stdin)
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for range sigs {
+			vm.Do(vmm.ActionStop, 0)
+		}
+	}()
+
+	end, err := vm.Run()
+	if err != nil {
+		return fail(exitCrash, "%v", err)
+	}
+	switch end.Kind {
+	case vmm.EndPoweroff:
+		return exitPoweroff
+	case vmm.EndReboot:
+		return exitReboot
+	case vmm.EndStopped:
+		return exitStopped
+	default:
+		fmt.Fprintf(os.Stderr, "gureum-vmm: guest %s: %s\n", end.Kind, end.Reason)
+		return exitCrash
+	}
+}
