@@ -5,100 +5,24 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"gureum/network/tap/taptest"
 )
-
-// requireRoot skips a test that needs root and /dev/net/tun, or fails it
-// when GUREUM_REQUIRE_KVM=1 asks for every privileged test to run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat(tunDevice); err != nil {
-		why = "needs " + tunDevice
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("GUREUM_REQUIRE_KVM") == "1" {
-		t.Fatalf("%s (GUREUM_REQUIRE_KVM=1)", why)
-	}
-	t.Skip(why)
-}
-
-// enterNewNetns moves the calling goroutine, locked to its thread, into a
-// fresh network namespace, so nothing the test does touches the host's
-// interfaces. The returned function moves the thread back; if that fails the
-// thread stays locked and exits with the goroutine, taking the namespace
-// with it. The namespace disappears when its last thread and fd are gone.
-func enterNewNetns(t *testing.T) (restore func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("open current netns: %v", err)
-	}
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		unix.Close(orig)
-		runtime.UnlockOSThread()
-		t.Fatalf("unshare network namespace: %v", err)
-	}
-	return func() {
-		defer unix.Close(orig)
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			t.Errorf("return to original netns: %v (thread left locked)", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}
-}
-
-// setLinkUp brings an interface up with SIOCSIFFLAGS, in the thread's
-// namespace.
-func setLinkUp(t *testing.T, name string) {
-	t.Helper()
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("socket: %v", err)
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		t.Fatalf("get flags of %s: %v", name, err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
-		t.Fatalf("set %s up: %v", name, err)
-	}
-}
-
-// testEtherType is the IEEE "local experimental" EtherType: nothing else on
-// the interface (IPv6 neighbour discovery, say) uses it.
-const testEtherType = 0x88b5
 
 func testFrame(payload string) []byte {
 	f := make([]byte, 14, 14+len(payload))
 	copy(f[0:6], []byte{0x02, 0, 0, 0, 0, 0x01})  // destination
 	copy(f[6:12], []byte{0x02, 0, 0, 0, 0, 0x02}) // source
-	binary.BigEndian.PutUint16(f[12:], testEtherType)
+	binary.BigEndian.PutUint16(f[12:], taptest.TestEtherType)
 	return append(f, payload...)
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 func TestRealTapRoundTrip(t *testing.T) {
-	requireRoot(t)
-	defer enterNewNetns(t)()
+	taptest.RequireRoot(t)
+	defer taptest.EnterNetns(t)()
 
 	tp, err := Open("gtest%d")
 	if err != nil {
@@ -108,7 +32,7 @@ func TestRealTapRoundTrip(t *testing.T) {
 	if tp.Name() == "gtest%d" || tp.Name() == "" {
 		t.Fatalf("Name() = %q, want the kernel's expansion of gtest%%d", tp.Name())
 	}
-	setLinkUp(t, tp.Name())
+	taptest.SetLinkUp(t, tp.Name())
 	iface, err := net.InterfaceByName(tp.Name())
 	if err != nil {
 		t.Fatalf("interface %s not in the test namespace: %v", tp.Name(), err)
@@ -127,18 +51,7 @@ func TestRealTapRoundTrip(t *testing.T) {
 
 	// An AF_PACKET socket on the interface sees what the tap writes (as
 	// frames received) and can send frames that the tap then reads.
-	ps, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		t.Fatalf("packet socket: %v", err)
-	}
-	defer unix.Close(ps)
-	if err := unix.Bind(ps, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: iface.Index}); err != nil {
-		t.Fatalf("bind packet socket: %v", err)
-	}
-	tv := unix.Timeval{Sec: 5}
-	if err := unix.SetsockoptTimeval(ps, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
+	ps := taptest.PacketSocket(t, iface.Index)
 
 	// Guest to host: header (all zero: no offload) and frame gathered from
 	// separate buffers.
@@ -153,7 +66,7 @@ func TestRealTapRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("packet socket did not see the frame written to the tap: %v", err)
 		}
-		if n >= 14 && binary.BigEndian.Uint16(buf[12:]) == testEtherType {
+		if n >= 14 && binary.BigEndian.Uint16(buf[12:]) == taptest.TestEtherType {
 			if !bytes.Equal(buf[:n], out) {
 				t.Fatalf("host saw %x, want %x", buf[:n], out)
 			}
@@ -183,7 +96,7 @@ func TestRealTapRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ReadPacket: %v", err)
 		}
-		if n < VnetHdrLen+14 || binary.BigEndian.Uint16(frame[12:]) != testEtherType {
+		if n < VnetHdrLen+14 || binary.BigEndian.Uint16(frame[12:]) != taptest.TestEtherType {
 			continue // IPv6 neighbour discovery and the like
 		}
 		if got := frame[:n-VnetHdrLen]; !bytes.Equal(got, in) {
@@ -194,8 +107,8 @@ func TestRealTapRoundTrip(t *testing.T) {
 }
 
 func TestPersistentCreateDestroy(t *testing.T) {
-	requireRoot(t)
-	defer enterNewNetns(t)()
+	taptest.RequireRoot(t)
+	defer taptest.EnterNetns(t)()
 
 	name, err := Create("gpers0")
 	if err != nil {
