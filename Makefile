@@ -4,7 +4,7 @@ BIN      := bin
 GOFLAGS  ?=
 export GOFLAGS
 
-.PHONY: help build test check bench e2e clean guest
+.PHONY: help build test check bench e2e clean guest run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -12,6 +12,10 @@ help: ## show this help
 build: guest ## build bin/gureum, bin/gureum-vmm and bin/testguest.elf
 	$(GO) build -o $(BIN)/gureum ./cmd/gureum
 	$(GO) build -o $(BIN)/gureum-vmm ./cmd/gureum-vmm
+
+run: build ## boot the test guest under gureum-vmm with a scratch disk and run its self tests
+	@test -f $(BIN)/scratch.img || truncate -s 64M $(BIN)/scratch.img
+	$(BIN)/gureum-vmm --kernel $(BIN)/testguest.elf --cpus 2 --memory 128M --disk $(BIN)/scratch.img --cmdline "selftest burn=1:1"
 
 guest: ## build the test guest (bin/testguest.elf) with the machine's gcc
 	$(MAKE) -C images/testguest OUT=$(abspath $(BIN))/testguest.elf

@@ -6,9 +6,12 @@
 package vmmtest
 
 import (
+	"context"
+
 	"bufio"
 	"bytes"
 	"fmt"
+	"gureum/vmm/api"
 	"io"
 	"os"
 	"os/exec"
@@ -276,4 +279,16 @@ func (n *NetNS) Exec(timeout time.Duration, name string, args ...string) (string
 	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, "timeout", fmt.Sprint(int(timeout.Seconds())), name}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// Metrics fetches the VMM's metrics or fails the test.
+func (v *VMM) Metrics(t testing.TB, c interface {
+	Metrics(context.Context) (api.Metrics, error)
+}) api.Metrics {
+	t.Helper()
+	m, err := c.Metrics(context.Background())
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	return m
 }
