@@ -3,6 +3,8 @@ package vmm
 import (
 	"fmt"
 	"time"
+
+	"gureum/vmm/boot"
 )
 
 // build makes one boot of the machine from the config: KVM VM and RAM,
@@ -25,7 +27,7 @@ func (v *VM) build() (m *machine, err error) {
 	if err := v.addDevices(m); err != nil {
 		return nil, err
 	}
-	if err := v.addVCPUs(m, entry); err != nil {
+	if err := v.addVCPUs(m, entry.Entry); err != nil {
 		return nil, err
 	}
 	m.bootedAt = time.Now()
@@ -34,7 +36,7 @@ func (v *VM) build() (m *machine, err error) {
 
 // addVCPUs creates the vCPUs: all get CPUID, MSRs and APIC wiring; vCPU 0
 // starts at the kernel entry, the others wait for the guest's SIPI.
-func (v *VM) addVCPUs(m *machine, entry entryState) error {
+func (v *VM) addVCPUs(m *machine, entry boot.CPUState) error {
 	supported, err := v.sys.SupportedCPUID()
 	if err != nil {
 		return err

@@ -2,30 +2,10 @@ package vmm
 
 import (
 	"encoding/binary"
-	"fmt"
 
+	"gureum/vmm/boot"
 	"gureum/vmm/kvm"
-	"gureum/vmm/layout"
 )
-
-// entryMode is how the boot vCPU starts.
-type entryMode int
-
-const (
-	// entryPVH: 32-bit protected mode, paging off, EBX = hvm_start_info
-	// (the Xen PVH boot ABI, used by our test guest and by vmlinux).
-	entryPVH entryMode = iota
-	// entryLinux64: 64-bit long mode on identity page tables, RSI =
-	// boot_params (the Linux x86-64 boot protocol, used for bzImage).
-	entryLinux64
-)
-
-// entryState is where and how the boot vCPU begins.
-type entryState struct {
-	mode entryMode
-	rip  uint64
-	arg  uint64 // EBX (PVH) or RSI (Linux)
-}
 
 // MSRs every vCPU starts with.
 const (
@@ -87,66 +67,28 @@ func setupLAPIC(cpu *kvm.VCPU) error {
 	return cpu.SetLAPIC(l)
 }
 
-// flatSegment is a base-0, 4 GiB segment.
-func flatSegment(sel uint16, typ uint8, long bool) kvm.Segment {
-	s := kvm.Segment{Base: 0, Limit: 0xffffffff, Selector: sel, Type: typ, Present: 1, S: 1, G: 1}
-	if long {
-		s.L = 1
-	} else {
-		s.DB = 1
+func segment(s boot.Segment) kvm.Segment {
+	return kvm.Segment{
+		Base: s.Base, Limit: s.Limit, Selector: s.Selector, Type: s.Type,
+		Present: s.Present, DPL: s.DPL, DB: s.DB, S: s.S, L: s.L, G: s.G, AVL: s.AVL,
 	}
-	return s
 }
 
-// Control register bits.
-const (
-	cr0PE   = 1 << 0
-	cr0ET   = 1 << 4
-	cr0PG   = 1 << 31
-	cr4PAE  = 1 << 5
-	eferLME = 1 << 8
-	eferLMA = 1 << 10
-)
-
-// setupBootRegs puts the boot vCPU at the kernel's entry point.
-func setupBootRegs(cpu *kvm.VCPU, e entryState) error {
+// setupBootRegs puts the boot vCPU at the kernel's entry point, in the CPU
+// mode and with the registers the boot protocol prescribes (vmm/boot).
+func setupBootRegs(cpu *kvm.VCPU, e boot.CPUState) error {
 	s, err := cpu.SRegs()
 	if err != nil {
 		return err
 	}
-	// A busy 32-bit TSS and an unusable LDT: entry checks want a valid TR
-	// even though the guest loads its own before using it.
-	s.TR = kvm.Segment{Limit: 0x67, Type: 0xb, Present: 1}
+	s.CS, s.DS, s.ES, s.FS, s.GS, s.SS = segment(e.CS), segment(e.DS), segment(e.ES), segment(e.FS), segment(e.GS), segment(e.SS)
+	s.TR = segment(e.TR)
 	s.LDT = kvm.Segment{Type: 0x2, Present: 1, Unusable: 1}
-	regs := kvm.Regs{RFLAGS: 0x2, RIP: e.rip}
-	switch e.mode {
-	case entryPVH:
-		// PVH: flat 32-bit code and data, protected mode without paging.
-		s.CS = flatSegment(0x8, 0xb, false)
-		data := flatSegment(0x10, 0x3, false)
-		s.DS, s.ES, s.FS, s.GS, s.SS = data, data, data, data, data
-		s.CR0 = cr0PE | cr0ET
-		s.CR4, s.EFER = 0, 0
-		regs.RBX = e.arg
-	case entryLinux64:
-		// Linux 64-bit entry: long mode on the identity page tables the
-		// loader wrote, __BOOT_CS 0x10 and __BOOT_DS 0x18 from its GDT.
-		s.CS = flatSegment(0x10, 0xb, true)
-		data := flatSegment(0x18, 0x3, false)
-		s.DS, s.ES, s.FS, s.GS, s.SS = data, data, data, data, data
-		s.GDT = kvm.DTable{Base: layout.BootGDT, Limit: 4*8 - 1}
-		s.CR3 = layout.PML4
-		s.CR4 = cr4PAE
-		s.CR0 = cr0PE | cr0ET | cr0PG
-		s.EFER = eferLME | eferLMA
-		regs.RSI = e.arg
-		regs.RSP = layout.BootStack
-		regs.RBP = layout.BootStack
-	default:
-		return fmt.Errorf("unknown entry mode %d", e.mode)
-	}
+	s.GDT = kvm.DTable{Base: e.GDT.Base, Limit: e.GDT.Limit}
+	s.IDT = kvm.DTable{Base: e.IDT.Base, Limit: e.IDT.Limit}
+	s.CR0, s.CR3, s.CR4, s.EFER = e.CR0, e.CR3, e.CR4, e.EFER
 	if err := cpu.SetSRegs(s); err != nil {
 		return err
 	}
-	return cpu.SetRegs(regs)
+	return cpu.SetRegs(kvm.Regs{RIP: e.RIP, RSP: e.RSP, RBP: e.RBP, RSI: e.RSI, RBX: e.RBX, RFLAGS: e.RFLAGS})
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"gureum/vmm/boot"
 	"gureum/vmm/kvm"
 	"gureum/vmm/layout"
 )
@@ -77,7 +78,12 @@ func TestMachineRunsGuestCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := &VM{sys: sys, cfg: Config{VCPUs: 1}}
-	if err := v.addVCPUs(m, entryState{mode: entryPVH, rip: layout.HighMemStart}); err != nil {
+	entry, err := boot.SetupProtectedMode(m.mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry.RIP = layout.HighMemStart
+	if err := v.addVCPUs(m, entry); err != nil {
 		t.Fatal(err)
 	}
 	r := m.vcpus[0]
