@@ -1,0 +1,221 @@
+/*
+ * main.c - start-up, the command line, and the three modes: self tests,
+ * serving, and idling.
+ *
+ * Start-up order matters: console first (to report errors), then the IDT
+ * (so a fault prints instead of resetting the VM), ACPI (vCPU count,
+ * IOAPIC, ECAM, power-off), the local APIC and the clock, the APs, PCI,
+ * the keyboard; then "gureum-testguest: ready".
+ */
+#include "testguest.h"
+#include "x86.h"
+
+#define HVM_START_MAGIC 0x336ec578
+#define FALLBACK_RAM_TOP (32ull << 20)
+#define RAM_TOP_LIMIT 0xc0000000ull
+
+struct config config;
+static char cmdline[1024];
+
+/* Reads the fields of struct hvm_start_info we use: the command line,
+ * the RSDP address and the memory map (version 1 and later). */
+static uint64_t read_start_info(uint64_t pa, uint64_t *rsdp)
+{
+	const uint8_t *si = (const uint8_t *)pa;
+	uint64_t ram_top = FALLBACK_RAM_TOP;
+	*rsdp = 0;
+	if (pa == 0 || *(const uint32_t *)si != HVM_START_MAGIC)
+		fatal("no PVH start info (magic mismatch)");
+	uint32_t version = *(const uint32_t *)(si + 4);
+	uint64_t cmd = *(const uint64_t *)(si + 24);
+	*rsdp = *(const uint64_t *)(si + 32);
+	if (cmd && cmd < RAM_TOP_LIMIT) {
+		const char *c = (const char *)cmd;
+		size_t n = 0;
+		while (n + 1 < sizeof cmdline && c[n])
+			n++;
+		memcpy(cmdline, c, n);
+		cmdline[n] = 0;
+	}
+	if (version >= 1) {
+		uint64_t map = *(const uint64_t *)(si + 40);
+		uint32_t entries = *(const uint32_t *)(si + 48);
+		for (uint32_t i = 0; map && i < entries && i < 128; i++) {
+			const uint8_t *e = (const uint8_t *)(map + 24ull * i);
+			uint64_t addr = *(const uint64_t *)e, size = *(const uint64_t *)(e + 8);
+			uint32_t type = *(const uint32_t *)(e + 16);
+			if (type == 1 && addr <= 0x100000 && addr + size > 0x100000) {
+				ram_top = addr + size;
+				if (ram_top > RAM_TOP_LIMIT)
+					ram_top = RAM_TOP_LIMIT;
+			}
+		}
+	}
+	return ram_top;
+}
+
+/* parse_burn reads "CPULIST:SECONDS", CPULIST like "1", "0,1" or "0-3". */
+static bool parse_burn(const char *s)
+{
+	uint32_t mask = 0;
+	for (;;) {
+		uint64_t a, b;
+		if (!parse_u64(s, &s, &a))
+			return false;
+		b = a;
+		if (*s == '-' && !parse_u64(s + 1, &s, &b))
+			return false;
+		for (uint64_t i = a; i <= b && i < MAX_CPUS; i++)
+			mask |= 1u << i;
+		if (*s == ',') {
+			s++;
+			continue;
+		}
+		break;
+	}
+	if (*s != ':' || !parse_u64(s + 1, NULL, &config.burn_s))
+		return false;
+	config.burn_cpus = mask;
+	config.burn_given = true;
+	return true;
+}
+
+static void parse_word(const char *w)
+{
+	uint64_t v;
+	if (str_starts(w, "selftest") && (w[8] == 0 || w[8] == ' '))
+		config.selftest = true;
+	else if (str_starts(w, "serve") && (w[5] == 0 || w[5] == ' '))
+		config.serve = true;
+	else if (str_starts(w, "ip=")) {
+		uint32_t ip;
+		const char *end;
+		if (parse_ipv4(w + 3, &end, &ip)) {
+			config.ip = ip;
+			if (*end == '/' && parse_u64(end + 1, NULL, &v) && v <= 32)
+				config.netmask = v ? ~0u << (32 - v) : 0;
+		}
+	} else if (str_starts(w, "gw="))
+		parse_ipv4(w + 3, NULL, &config.gateway);
+	else if (str_starts(w, "name=")) {
+		size_t n = 0;
+		for (w += 5; w[n] && w[n] != ' ' && n + 1 < sizeof config.name; n++)
+			config.name[n] = w[n];
+		config.name[n] = 0;
+	} else if (str_starts(w, "blk.mib=") && parse_u64(w + 8, NULL, &v) && v > 0)
+		config.blk_mib = v;
+	else if (str_starts(w, "net.wait=") && parse_u64(w + 9, NULL, &v))
+		config.net_wait_s = v;
+	else if (str_starts(w, "burn="))
+		parse_burn(w + 5);
+	/* anything else is ignored */
+}
+
+static void parse_cmdline(void)
+{
+	config.ip = 10u << 24 | 2;      /* 10.0.0.2 */
+	config.netmask = 0xffffff00u;   /* /24 */
+	config.gateway = 10u << 24 | 1; /* 10.0.0.1 */
+	config.blk_mib = 4;
+	config.net_wait_s = 30;
+	char *p = cmdline;
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		if (!*p)
+			break;
+		char *word = p;
+		while (*p && *p != ' ')
+			p++;
+		char saved = *p;
+		*p = 0;
+		parse_word(word);
+		*p = saved;
+	}
+}
+
+static void burn_work(uint64_t ticks) { burn_tsc(ticks); }
+
+/* burn_selftest spins the listed vCPUs for burn_s seconds while the others
+ * sleep in hlt. */
+static enum result burn_selftest(void)
+{
+	if (!config.burn_given) {
+		kprintf("selftest burn: skip no burn= given\n");
+		return RESULT_SKIP;
+	}
+	int bsp = cpu_index_of_apic(bsp_apic_id);
+	char cpus[64];
+	size_t n = 0;
+	cpus[0] = 0;
+	for (int i = 0; i < MAX_CPUS; i++) {
+		if (!(config.burn_cpus & (1u << i)))
+			continue;
+		if (i >= (int)acpi.cpu_count) {
+			kprintf("selftest burn: fail vCPU %d does not exist (%u vCPUs)\n", i, acpi.cpu_count);
+			return RESULT_FAIL;
+		}
+		n += (size_t)ksnprintf(cpus + n, sizeof cpus - n, n ? ",%d" : "%d", i);
+	}
+	uint64_t ticks = ms_to_tsc(config.burn_s * 1000);
+	uint64_t start = rdtsc();
+	for (int i = 0; i < (int)acpi.cpu_count; i++)
+		if ((config.burn_cpus & (1u << i)) && i != bsp)
+			ap_give_work(i, burn_work, ticks);
+	if (bsp >= 0 && (config.burn_cpus & (1u << bsp)))
+		burn_tsc(ticks);
+	for (;;) {
+		cli();
+		bool busy = false;
+		for (int i = 0; i < (int)acpi.cpu_count; i++)
+			busy |= ap_is_busy(i);
+		if (!busy)
+			break;
+		wait_for_interrupt_until(rdtsc() + ms_to_tsc(1000));
+	}
+	(void)take_pending(VEC_DONE);
+	kprintf("selftest burn: ok cpus=%s seconds=%lu elapsed_ms=%lu\n", cpus, config.burn_s,
+		tsc_to_ms(rdtsc() - start));
+	return RESULT_OK;
+}
+
+static void run_selftests(void)
+{
+	int counts[3] = {0, 0, 0};
+	counts[blk_selftest()]++;
+	counts[net_selftest()]++;
+	counts[burn_selftest()]++;
+	kprintf("selftest done: %d ok, %d fail, %d skip\n", counts[RESULT_OK], counts[RESULT_FAIL], counts[RESULT_SKIP]);
+	acpi_poweroff();
+}
+
+/* main runs on the BSP, entered from entry.S with the physical address
+ * of struct hvm_start_info. */
+void main(uint32_t start_info)
+{
+	console_init();
+	idt_init();
+	idt_load();
+	uint64_t rsdp;
+	uint64_t ram_top = read_start_info(start_info, &rsdp);
+	parse_cmdline();
+	memory_init(ram_top);
+	acpi_init(rsdp);
+	pic_mask_all();
+	lapic_init_this_cpu();
+	clock_init();
+	smp_start_aps();
+	struct pci_device probe;
+	(void)pci_find(1, &probe); /* scans the bus and assigns BARs once */
+	keyboard_init();
+	kprintf("gureum-testguest: ready\n");
+
+	if (config.selftest)
+		run_selftests();
+	if (config.serve)
+		net_serve_forever();
+	for (;;) {
+		cli();
+		wait_for_interrupt_until(0);
+	}
+}
