@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -52,9 +51,6 @@ type vcpuRunner struct {
 type exitCounters struct {
 	io, mmio, intr, other atomic.Uint64
 }
-
-// errStopped ends a vCPU loop because the machine is stopping.
-var errStopped = errors.New("vcpu stopped")
 
 // loop runs the vCPU until the machine stops or the guest ends. It reports
 // the guest event that ended it (or nil when stopped from outside).
