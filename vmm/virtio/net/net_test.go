@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -50,9 +51,9 @@ type harness struct {
 	rxq, txq *virtio.Queue
 	loop     *virtiotest.Loop
 	irq      *virtiotest.Interrupts
-	backend  *pairBackend
+	backend  *pairBackend // nil when the backend is a real tap
 	dev      *Device
-	host     int    // the host end of the socketpair
+	host     int    // the host end of the socketpair, or -1
 	nextBuf  uint64 // bump allocator for guest buffers
 }
 
@@ -77,32 +78,43 @@ func newHarness(t *testing.T) *harness {
 	}
 	tp, err := tap.FromFile(os.NewFile(uintptr(fds[0]), "pair"), "pair")
 	if err != nil {
+		unix.Close(fds[1])
 		t.Fatalf("FromFile: %v", err)
 	}
+	t.Cleanup(func() {
+		tp.Close()
+		unix.Close(fds[1])
+	})
+	h := newHarnessWith(t, &pairBackend{Tap: tp})
+	h.host = fds[1]
+	return h
+}
+
+// newHarnessWith builds the guest side around backend; the caller closes
+// the backend (after the device's reset, which cleanup does first).
+func newHarnessWith(t *testing.T, backend Backend) *harness {
+	t.Helper()
 	h := &harness{
 		t:       t,
 		mem:     virtiotest.NewMemory(testMemSize),
 		loop:    &virtiotest.Loop{},
 		irq:     &virtiotest.Interrupts{},
-		backend: &pairBackend{Tap: tp},
-		host:    fds[1],
+		host:    -1,
 		nextBuf: bufArea,
 	}
+	h.backend, _ = backend.(*pairBackend)
 	var end uint64
 	h.rx, end = virtiotest.NewRing(h.mem, 0x1000, testQueueSize)
 	h.tx, _ = virtiotest.NewRing(h.mem, end, testQueueSize)
 	h.rxq, h.txq = &virtio.Queue{}, &virtio.Queue{}
 	h.rx.Configure(h.rxq)
 	h.tx.Configure(h.txq)
-	h.dev, err = New(Config{MAC: testMAC, Backend: h.backend})
+	var err error
+	h.dev, err = New(Config{MAC: testMAC, Backend: backend})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() {
-		h.dev.Reset()
-		tp.Close()
-		unix.Close(h.host)
-	})
+	t.Cleanup(h.dev.Reset)
 	return h
 }
 
@@ -337,5 +349,36 @@ func TestStableMAC(t *testing.T) {
 		if _, err := New(Config{MAC: m, Backend: &pairBackend{}}); err != nil {
 			t.Fatalf("New refused StableMAC %x: %v", m, err)
 		}
+	}
+}
+
+func TestResetEndsWaitingGoroutine(t *testing.T) {
+	h := newHarness(t)
+	before := runtime.NumGoroutine()
+	h.activate(0)
+	h.dev.Reset()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after reset, %d before activate", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestBackendEOFStopsReceive(t *testing.T) {
+	h := newHarness(t)
+	h.activate(0)
+	h.postRx(2048)
+	// The host end goes away: the backend reads end-of-file forever. The
+	// device must count it once and stop, not spin on the loop.
+	unix.Shutdown(h.host, unix.SHUT_WR)
+	h.runUntil("receive failure counted", func() bool { return h.dev.Metrics().RxErrors == 1 })
+	if n := h.loop.Run(); n != 0 {
+		t.Fatalf("%d loop functions ran after the failure", n)
+	}
+	h.settle()
+	if m := h.dev.Metrics(); m.RxErrors != 1 {
+		t.Fatalf("metrics %+v: want exactly one receive error", m)
 	}
 }

@@ -125,13 +125,14 @@ func (d *Device) receive() {
 			d.rx.overflow = make([]byte, maxPacket+1)
 		}
 		n, err := d.backend.ReadPacket(d.buildRxIOV()...)
-		if err != nil {
-			if errors.Is(err, syscall.EAGAIN) {
-				d.waiter.arm()
-				return
-			}
-			// Read errors other than "empty" mean the tap is gone or
-			// broken; retrying would spin.
+		if errors.Is(err, syscall.EAGAIN) {
+			d.waiter.arm()
+			return
+		}
+		if err != nil || n == 0 {
+			// Read errors other than "empty", and end of file (a
+			// socket backend whose peer left), mean the backend is
+			// gone: it stays "readable", so retrying would spin.
 			d.counters.rxErrors.Add(1)
 			d.rx.failed = true
 			return
