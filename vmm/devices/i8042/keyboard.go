@@ -159,8 +159,9 @@ func (k *keyboard) receiveValue(cmd, v byte) {
 // CtrlAltDel presses and releases Ctrl-Alt-Delete on the keyboard: the
 // eight bytes (eleven without translation) go to the guest one at a time,
 // with an interrupt for each if the guest enabled the keyboard interrupt.
-// Linux answers by rebooting, or, under systemd, by starting
-// ctrl-alt-del.target, which the VMM's graceful shutdown relies on.
+// Linux hands the combination to init (SIGINT to PID 1), whose
+// Ctrl-Alt-Del action is a clean reboot by default; that is how the VMM
+// asks a guest to shut down cleanly.
 //
 // It reports false, sending nothing, when the guest has disabled scanning
 // or the keyboard's buffer cannot take the whole sequence. Call it on the
