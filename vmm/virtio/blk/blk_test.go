@@ -29,7 +29,7 @@ const (
 // harness is a virtio-blk device behind the PCI transport, a guest memory,
 // and a test driver that talks to it through MMIO like the Linux driver.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	path string
 	disk storage.Disk
 	dev  *blk.Device
@@ -37,7 +37,6 @@ type harness struct {
 	mmio *devices.Bus
 	msi  *virtiotest.MSI
 	hub  *virtiotest.NotifyHub
-	mem  *virtiotest.Ring
 	ring *virtiotest.Ring
 	bar  uint64
 	next uint64 // next free buffer address
@@ -45,6 +44,12 @@ type harness struct {
 
 func newDisk(t *testing.T, readOnly bool) (string, storage.Disk) {
 	t.Helper()
+	return newDiskTB(t, readOnly)
+}
+
+func newDiskB(b *testing.B) (string, storage.Disk) { return newDiskTB(b, false) }
+
+func newDiskTB(t testing.TB, readOnly bool) (string, storage.Disk) {
 	path := filepath.Join(t.TempDir(), "disk.raw")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
