@@ -20,6 +20,7 @@ func testFrame(payload string) []byte {
 	binary.BigEndian.PutUint16(f[12:], taptest.TestEtherType)
 	return append(f, payload...)
 }
+
 func TestRealTapRoundTrip(t *testing.T) {
 	taptest.RequireRoot(t)
 	defer taptest.EnterNetns(t)()
