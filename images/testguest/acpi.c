@@ -10,7 +10,10 @@
  *                    interrupt source overrides (legacy IRQ -> GSI)
  *     "MCFG": the PCI Express ECAM window, if config space is memory-mapped
  *     "FACP" (FADT): how to power off, and where the DSDT is
- *       DSDT: AML bytecode; we only pick the \_S5 package out of it.
+ *       DSDT: AML bytecode; we only pick two objects out of it: the \_S5
+ *             package (power-off), and _CBA, a PCI host bridge's ECAM base,
+ *             for machines that describe ECAM there instead of in an MCFG
+ *             table (QEMU's microvm does).
  *
  * Every length and address read here comes from the (untrusted) tables, so
  * each is checked against the table's length and the mapped 4 GiB before
@@ -35,6 +38,9 @@ static struct {
 	struct gas pm1a_control;
 	uint8_t slp_typ_s5;
 } power;
+
+static const uint8_t *dsdt;
+static uint32_t dsdt_len;
 
 #define FOUR_GIB 0x100000000ull
 
@@ -163,13 +169,66 @@ static void parse_fadt(const uint8_t *t, uint32_t len)
 		struct gas g = {1, 16, 0, 2, read32(t + 64)};
 		power.pm1a_control = g;
 	}
-	uint64_t dsdt = read32(t + 40);
+	uint64_t dsdt_address = read32(t + 40);
 	if (len >= 148 && read64(t + 140))
-		dsdt = read64(t + 140);
-	uint32_t dlen;
-	const uint8_t *d = table_at(dsdt, &dlen);
-	if (d && find_s5(d, dlen, &power.slp_typ_s5))
+		dsdt_address = read64(t + 140);
+	dsdt = table_at(dsdt_address, &dsdt_len);
+	if (dsdt && find_s5(dsdt, dsdt_len, &power.slp_typ_s5))
 		power.found = true;
+}
+
+/* aml_integer decodes an AML integer constant at d[*p]. */
+static bool aml_integer(const uint8_t *d, uint32_t len, uint32_t p, uint64_t *v)
+{
+	if (p >= len)
+		return false;
+	switch (d[p]) {
+	case 0x00: /* ZeroOp */
+	case 0x01: /* OneOp */
+		*v = d[p];
+		return true;
+	case 0x0a: /* BytePrefix */
+		if (p + 2 > len)
+			return false;
+		*v = d[p + 1];
+		return true;
+	case 0x0b: /* WordPrefix */
+		if (p + 3 > len)
+			return false;
+		*v = read16(d + p + 1);
+		return true;
+	case 0x0c: /* DWordPrefix */
+		if (p + 5 > len)
+			return false;
+		*v = read32(d + p + 1);
+		return true;
+	case 0x0e: /* QWordPrefix */
+		if (p + 9 > len)
+			return false;
+		*v = read64(d + p + 1);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * find_cba looks for the ECAM base of the (first) PCI host bridge in the
+ * DSDT: either "Name(_CBA, value)" or a method that only returns a
+ * constant, "Method(_CBA) { Return(value) }" (MethodFlags byte, ReturnOp
+ * 0xa4, constant). No AML interpreter is needed for either form.
+ */
+static bool find_cba(const uint8_t *d, uint32_t len, uint64_t *base)
+{
+	for (uint32_t i = 36; i + 6 < len; i++) {
+		if (memcmp(d + i, "_CBA", 4) != 0)
+			continue;
+		uint32_t p = i + 4;
+		if (d[i - 1] == 0x08 && aml_integer(d, len, p, base))
+			return true;
+		if (p + 2 < len && d[p + 1] == 0xa4 && aml_integer(d, len, p + 2, base))
+			return true;
+	}
+	return false;
 }
 
 /* acpi_init fills `acpi` from the tables; rsdp_hint may be 0. Missing
@@ -210,6 +269,12 @@ void acpi_init(uint64_t rsdp_hint)
 		else if (memcmp(t, "FACP", 4) == 0)
 			parse_fadt(t, tlen);
 	}
+	uint64_t cba;
+	if (acpi.ecam_base == 0 && dsdt && find_cba(dsdt, dsdt_len, &cba) && cba) {
+		acpi.ecam_base = cba;
+		acpi.ecam_bus_start = 0;
+		acpi.ecam_bus_end = 0xff;
+	}
 	if (acpi.cpu_count == 0)
 		fatal("no vCPUs in the ACPI MADT");
 	if (acpi.ioapic_addr == 0)
@@ -245,6 +310,13 @@ void acpi_poweroff(void)
 			write_gas(&power.sleep_control, (uint16_t)((power.slp_typ_s5 & 7) << 2 | 0x20));
 		else if (power.pm1a_control.address)
 			write_gas(&power.pm1a_control, (uint16_t)((power.slp_typ_s5 & 7) << 10 | 1 << 13));
+	}
+	/* The VMM may take a moment to act on the write: wait before
+	 * declaring failure. */
+	if (tsc_khz) {
+		uint64_t end = rdtsc() + ms_to_tsc(2000);
+		while (rdtsc() < end)
+			;
 	}
 	kprintf("gureum-testguest: error poweroff did not take effect, halting\n");
 	for (;;)

@@ -39,29 +39,44 @@ static uint64_t tsc_khz_from_hypervisor(void)
 	return r[0];
 }
 
+/* pit0_count latches PIT channel 0's counter and reads it (low byte,
+ * then high byte). Latching freezes the value for the read only; the
+ * counter keeps running. */
+static uint16_t pit0_count(void)
+{
+	outb(0x43, 0x00);
+	uint8_t lo = inb(0x40);
+	uint8_t hi = inb(0x40);
+	return (uint16_t)(lo | hi << 8);
+}
+
 /*
- * tsc_khz_from_pit counts TSC ticks while PIT channel 2 counts down 50 ms.
- * Channel 2's gate is bit 0 of port 0x61 and its output can be read back
- * in bit 5 of the same port, so no interrupt is needed: program mode 0
- * ("interrupt on terminal count": output goes high at zero) and poll.
+ * tsc_khz_from_pit counts TSC ticks while PIT channel 0 counts 50 ms.
+ * Channel 0 runs as a rate generator (mode 2) from 65536 down, wrapping
+ * every 55 ms; the guest reads it repeatedly and adds up how far it moved
+ * (16-bit differences handle the wrap). No interrupt is involved: IRQ 0
+ * stays masked. Channel 0 is used rather than channel 2 because channel
+ * 2's gate and output live in port 0x61, which not every VMM models
+ * (QEMU's microvm does not).
  */
 static uint64_t tsc_khz_from_pit(void)
 {
-	const uint64_t count = PIT_HZ / 20; /* 50 ms */
-	uint8_t p61 = inb(0x61);
-	outb(0x61, (uint8_t)((p61 & ~0x02) | 0x01)); /* gate on, speaker off */
-	outb(0x43, 0xb0);                            /* channel 2, lo/hi byte, mode 0 */
-	outb(0x42, (uint8_t)count);
-	outb(0x42, (uint8_t)(count >> 8));
-	uint64_t start = rdtsc();
-	uint64_t polls = 0;
-	while (!(inb(0x61) & 0x20)) {
-		if (++polls > 50000000)
-			fatal("PIT channel 2 does not count");
+	const uint64_t want = PIT_HZ / 20; /* 50 ms of PIT input clocks */
+	outb(0x43, 0x34);                  /* channel 0, lo/hi byte, mode 2, binary */
+	outb(0x40, 0);
+	outb(0x40, 0); /* reload value 0 means 65536 */
+	uint16_t prev = pit0_count();
+	uint64_t start = rdtsc(), counted = 0, polls = 0;
+	while (counted < want) {
+		uint16_t now = pit0_count();
+		counted += (uint16_t)(prev - now);
+		prev = now;
+		if (++polls > 2000000)
+			fatal("the PIT does not count (no i8254?)");
 	}
 	uint64_t ticks = rdtsc() - start;
-	outb(0x61, p61);
-	return ticks * PIT_HZ / count / 1000;
+	outb(0x43, 0x30); /* mode 0 without a count: channel 0 stops */
+	return ticks * PIT_HZ / counted / 1000;
 }
 
 static void lapic_write(uint32_t reg, uint32_t v) { mmio_write32(LAPIC_BASE + reg, v); }
