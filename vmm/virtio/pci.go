@@ -81,6 +81,8 @@ type PCITransport struct {
 	maxSizes []uint16
 	queues   []Queue
 	vectors  []uint16 // MSI-X vector per queue
+	// earlyKicks records kicks that came before DRIVER_OK.
+	earlyKicks []bool
 
 	deviceFeatureSelect uint32
 	driverFeatureSelect uint32
@@ -114,12 +116,13 @@ func NewPCITransport(dev Device, env Env) (*PCITransport, error) {
 		}
 	}
 	t := &PCITransport{
-		dev:      dev,
-		env:      env,
-		maxSizes: append([]uint16(nil), sizes...),
-		queues:   make([]Queue, len(sizes)),
-		vectors:  make([]uint16, len(sizes)),
-		msix:     newMSIXTable(len(sizes) + 1),
+		dev:        dev,
+		env:        env,
+		maxSizes:   append([]uint16(nil), sizes...),
+		queues:     make([]Queue, len(sizes)),
+		vectors:    make([]uint16, len(sizes)),
+		earlyKicks: make([]bool, len(sizes)),
+		msix:       newMSIXTable(len(sizes) + 1),
 	}
 	t.resetRegisters()
 	t.cs = pci.NewConfigSpace(pci.Header{
@@ -224,6 +227,7 @@ func (t *PCITransport) resetRegisters() {
 		t.queues[i].Reset()
 		t.queues[i].Size = t.maxSizes[i]
 		t.vectors[i] = NoVector
+		t.earlyKicks[i] = false
 	}
 	t.deviceFeatureSelect, t.driverFeatureSelect, t.driverFeatures = 0, 0, 0
 	t.configVector = NoVector
@@ -286,6 +290,12 @@ func (t *PCITransport) activate() error {
 		return fmt.Errorf("activate virtio device: %w", err)
 	}
 	t.activated = true
+	for i, kicked := range t.earlyKicks {
+		if kicked && t.queues[i].Ready {
+			t.earlyKicks[i] = false
+			t.dev.Notify(i)
+		}
+	}
 	return nil
 }
 
@@ -335,10 +345,17 @@ func (t *PCITransport) configWritten(offset uint64, n int) {
 	}
 }
 
-// notify is a driver kick for queue i, by ioeventfd or by MMIO write.
+// notify is a driver kick for queue i, by ioeventfd or by MMIO write. A
+// kick for an enabled queue before DRIVER_OK is remembered and passed on
+// at activation, so buffers the driver made available early are not
+// stranded until its next kick.
 func (t *PCITransport) notify(i int) {
 	t.notifications.Add(1)
-	if !t.activated || i < 0 || i >= len(t.queues) || !t.queues[i].Ready {
+	if i < 0 || i >= len(t.queues) || !t.queues[i].Ready {
+		return
+	}
+	if !t.activated {
+		t.earlyKicks[i] = true
 		return
 	}
 	t.dev.Notify(i)

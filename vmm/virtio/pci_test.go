@@ -486,6 +486,21 @@ func TestPCIActivationFailureAndBARMove(t *testing.T) {
 	}
 }
 
+func TestPCIKickBeforeDriverOKDeliveredAtActivation(t *testing.T) {
+	h := newPCIHarness(t)
+	h.negotiate(1 << virtio.FeatureVersion1)
+	h.setupQueue(0, 0x10000, 16, 0)
+	h.write(0x3000, 2, 0) // kick queue 0 before DRIVER_OK
+	h.write(0x3004, 2, 1) // queue 1 is not enabled: forgotten
+	if len(h.dev.kicks) != 0 {
+		t.Fatal("kick delivered before activation")
+	}
+	h.write(cStatus, 1, virtio.StatusAcknowledge|virtio.StatusDriver|virtio.StatusFeaturesOK|virtio.StatusDriverOK)
+	if len(h.dev.kicks) != 1 || h.dev.kicks[0] != 0 {
+		t.Fatalf("kicks after activation %v", h.dev.kicks)
+	}
+}
+
 func TestPCIIoeventfdFailureFallsBackToMMIO(t *testing.T) {
 	h := newPCIHarness(t)
 	h.hub.Fail = true
