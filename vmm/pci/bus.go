@@ -163,3 +163,42 @@ func (b *Bus) Write(offset uint64, data []byte) {
 }
 
 var _ devices.Device = (*Bus)(nil)
+
+// ECAMSize is the ECAM window for bus 0: 32 devices × 8 functions × 4 KiB.
+const ECAMSize = 1 << 20
+
+// ECAM returns bus 0's enhanced configuration access window, for the VMM
+// to insert on the MMIO bus at layout.PCIECAMStart once the ACPI tables
+// announce it (MCFG). There, configuration space is plain memory: the
+// offset is dev<<15 | fn<<12 | register. Bytes past the 256 that a
+// conventional function has read as zero (so the extended capability list
+// is empty), and absent functions read all-ones.
+func (b *Bus) ECAM() devices.Device { return ecamWindow{b} }
+
+type ecamWindow struct{ b *Bus }
+
+// function returns the configuration space an ECAM offset selects.
+func (w ecamWindow) function(offset uint64) *ConfigSpace {
+	slot, fn := (offset>>15)&0x1f, (offset>>12)&0x7
+	if offset >= ECAMSize || fn != 0 || w.b.slots[slot] == nil {
+		return nil
+	}
+	return w.b.slots[slot].ConfigSpace()
+}
+
+func (w ecamWindow) Read(offset uint64, data []byte) {
+	cs := w.function(offset)
+	if cs == nil || offset&0xfff+uint64(len(data)) > 0x1000 {
+		for i := range data {
+			data[i] = 0xff
+		}
+		return
+	}
+	cs.Read(offset&0xfff, data)
+}
+
+func (w ecamWindow) Write(offset uint64, data []byte) {
+	if cs := w.function(offset); cs != nil && offset&0xfff+uint64(len(data)) <= 0x1000 {
+		cs.Write(offset&0xfff, data)
+	}
+}

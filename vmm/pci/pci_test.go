@@ -307,3 +307,39 @@ func TestBARPlacementAndLimits(t *testing.T) {
 		t.Fatal("added a device with every slot in use")
 	}
 }
+
+func TestECAM(t *testing.T) {
+	mmio := &devices.Bus{}
+	bus := NewBus(mmio)
+	if _, err := bus.Add("blk", newTestDevice(t, &recorder{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := mmio.Insert("ecam", layout.PCIECAMStart, ECAMSize, bus.ECAM()); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	read := func(slot, fn, reg uint64) uint32 {
+		if !mmio.Read(layout.PCIECAMStart+slot<<15|fn<<12|reg, b) {
+			t.Fatal("ecam read unclaimed")
+		}
+		return binary.LittleEndian.Uint32(b)
+	}
+	if v := read(1, 0, 0); v != 0x10421af4 {
+		t.Fatalf("slot 1 ids %#x", v)
+	}
+	if v := read(2, 0, 0); v != 0xffffffff {
+		t.Fatalf("empty slot %#x", v)
+	}
+	if v := read(1, 1, 0); v != 0xffffffff {
+		t.Fatalf("function 1 %#x", v)
+	}
+	if v := read(1, 0, 0x100); v != 0 {
+		t.Fatalf("extended capability header %#x, want 0", v)
+	}
+	// Writes through ECAM reach the same registers as port I/O.
+	binary.LittleEndian.PutUint32(b, 0)
+	mmio.Write(layout.PCIECAMStart+1<<15|RegCommand, b[:2])
+	if bus.Device(1).ConfigSpace().Command()&CommandMemory != 0 {
+		t.Fatal("command write through ECAM lost")
+	}
+}
