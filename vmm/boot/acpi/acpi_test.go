@@ -193,8 +193,8 @@ func TestPkgLength(t *testing.T) {
 	}{
 		{0, []byte{0x01}},
 		{62, []byte{0x3f}},
-		{63, []byte{0x41, 0x04}},   // total 65 = 0x41: lead 0x40|1, then 0x04
-		{4093, []byte{0x4f, 0xff}}, // total 4095, the largest 2-byte length
+		{63, []byte{0x41, 0x04}},         // total 65 = 0x41: lead 0x40|1, then 0x04
+		{4093, []byte{0x4f, 0xff}},       // total 4095, the largest 2-byte length
 		{4094, []byte{0x81, 0x00, 0x01}}, // total 4097 = 0x1001 needs 2 following bytes
 	} {
 		if got := amlPkgLength(c.content); !bytes.Equal(got, c.want) {
