@@ -262,3 +262,44 @@ func TestDSDTDisassembles(t *testing.T) {
 		t.Logf("disassembly:\n%s", asl)
 	}
 }
+
+// TestTablesDisassemble has iasl decode the FADT and MADT too: it checks
+// every checksum and field layout against its own table definitions.
+func TestTablesDisassemble(t *testing.T) {
+	iasl, err := exec.LookPath("iasl")
+	if err != nil {
+		t.Skip("iasl not installed (apt-get install acpica-tools)")
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{"facp.dat": buildFADT(0xe1000), "apic.dat": buildMADT(Config{CPUs: 2})}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(iasl, "-d", "facp.dat", "apic.dat")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("iasl -d: %v\n%s", err, out)
+	}
+	for name, wants := range map[string][]string{
+		"facp.dsl": {"Hardware Reduced (V5) : 1", "FADT Minor Revision : 05", "Value to cause reset : FE"},
+		"apic.dsl": {"Processor Enabled : 1", "I/O Apic ID : 02", "Address : FEC00000", "Interrupt : 00000002"},
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.Join(strings.Fields(string(b)), " ")
+		for _, bad := range []string{"Incorrect checksum", "Invalid", "terminates in the middle"} {
+			if strings.Contains(text, bad) {
+				t.Errorf("%s: iasl reports %q", name, bad)
+			}
+		}
+		for _, w := range wants {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s lacks %q", name, w)
+			}
+		}
+	}
+}
