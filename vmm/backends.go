@@ -1,13 +1,13 @@
 package vmm
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"net"
 
 	"gureum/network/tap"
 	"gureum/storage"
 	"gureum/storage/raw"
+	virtionet "gureum/vmm/virtio/net"
 )
 
 // backends are the host resources a VM keeps across guest reboots: disk
@@ -40,18 +40,12 @@ func openBackends(cfg Config) (b *backends, err error) {
 		b.taps = append(b.taps, t)
 		mac := n.MAC
 		if mac == nil {
-			mac = stableMAC(n.Tap)
+			m := virtionet.StableMAC(n.Tap)
+			mac = m[:]
 		}
 		b.macs = append(b.macs, mac)
 	}
 	return b, nil
-}
-
-// stableMAC derives a locally administered unicast MAC from the tap name,
-// so an interface keeps its address across restarts of the VMM.
-func stableMAC(name string) net.HardwareAddr {
-	h := sha256.Sum256([]byte("gureum-net:" + name))
-	return net.HardwareAddr{0x52, 0x54, h[0], h[1], h[2], h[3]}
 }
 
 func (b *backends) close() {

@@ -45,6 +45,9 @@ type machine struct {
 
 	vcpus    []*vcpuRunner
 	stopping atomic.Bool
+	// ending is set by the first event that ends the boot, so that a vCPU
+	// does not re-enter the guest after (say) its poweroff write.
+	ending atomic.Bool
 	runMu    sync.Mutex // guards resume channels and paused
 	paused   bool
 	events   chan event // first event ends the boot
@@ -63,6 +66,7 @@ type machine struct {
 
 // guestEvent records the event that ends this boot; later ones are dropped.
 func (m *machine) guestEvent(ev event) {
+	m.ending.Store(true)
 	select {
 	case m.events <- ev:
 	default:

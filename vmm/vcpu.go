@@ -68,7 +68,7 @@ func (r *vcpuRunner) loop() {
 func (r *vcpuRunner) run() *event {
 	m := r.m
 	for {
-		if m.stopping.Load() {
+		if m.stopping.Load() || m.ending.Load() {
 			return nil
 		}
 		if r.pauseReq.Load() {
