@@ -61,6 +61,7 @@ func NewBus(mmio *devices.Bus) *Bus {
 
 type hostBridge struct{ cs *ConfigSpace }
 
+// ConfigSpace is the bridge's header: identity only, no BARs.
 func (h hostBridge) ConfigSpace() *ConfigSpace { return h.cs }
 
 // Add puts dev in the lowest free slot (1..31), assigns each of its BARs
@@ -186,6 +187,7 @@ func (w ecamWindow) function(offset uint64) *ConfigSpace {
 	return w.b.slots[slot].ConfigSpace()
 }
 
+// Read serves a guest read of the window; absent functions read all-ones.
 func (w ecamWindow) Read(offset uint64, data []byte) {
 	cs := w.function(offset)
 	if cs == nil || offset&0xfff+uint64(len(data)) > 0x1000 {
@@ -197,6 +199,7 @@ func (w ecamWindow) Read(offset uint64, data []byte) {
 	cs.Read(offset&0xfff, data)
 }
 
+// Write serves a guest write of the window; absent functions ignore it.
 func (w ecamWindow) Write(offset uint64, data []byte) {
 	if cs := w.function(offset); cs != nil && offset&0xfff+uint64(len(data)) <= 0x1000 {
 		cs.Write(offset&0xfff, data)

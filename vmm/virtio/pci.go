@@ -414,6 +414,7 @@ func (t *PCITransport) deliverPending() {
 // interrupter is the Interrupter a device gets: ISR bits plus MSI-X.
 type interrupter struct{ t *PCITransport }
 
+// Queue signals queue i's vector (used ring updated).
 func (irq interrupter) Queue(i int) {
 	t := irq.t
 	if i < 0 || i >= len(t.queues) {
@@ -423,6 +424,8 @@ func (irq interrupter) Queue(i int) {
 	t.signal(t.vectors[i])
 }
 
+// Config signals the configuration vector after bumping config_generation,
+// so a driver reading the configuration twice sees that it changed.
 func (irq interrupter) Config() {
 	t := irq.t
 	t.generation++
@@ -433,6 +436,8 @@ func (irq interrupter) Config() {
 // barHandler serves BAR 0 on the MMIO bus.
 type barHandler struct{ t *PCITransport }
 
+// Read dispatches a guest read of BAR 0 to the region it falls in; unused
+// space reads zero.
 func (h barHandler) Read(offset uint64, data []byte) {
 	t := h.t
 	for i := range data {
@@ -456,6 +461,8 @@ func (h barHandler) Read(offset uint64, data []byte) {
 	}
 }
 
+// Write dispatches a guest write of BAR 0; writes to read-only regions
+// (ISR, PBA) and unused space are dropped.
 func (h barHandler) Write(offset uint64, data []byte) {
 	t := h.t
 	region, off := offset&^(barRegionSize-1), offset&(barRegionSize-1)
