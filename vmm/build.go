@@ -10,8 +10,8 @@ import (
 // build makes one boot of the machine from the config: KVM VM and RAM,
 // then the guest image, devices and vCPUs. On error everything built so far
 // is released.
-func (v *VM) build() (m *machine, err error) {
-	m, err = newMachine(v.sys, v.cfg.MemoryMiB)
+func (v *VM) build() (_ *machine, err error) {
+	m, err := newMachine(v.sys, v.cfg.MemoryMiB)
 	if err != nil {
 		return nil, err
 	}

@@ -77,8 +77,8 @@ func (m *machine) onCleanup(fn func()) { m.cleanup = append(m.cleanup, fn) }
 
 // newMachine creates the KVM VM with its memory and in-kernel interrupt
 // controllers. Devices and vCPUs are added by the caller.
-func newMachine(sys *kvm.System, memMiB uint64) (m *machine, err error) {
-	m = &machine{loop: newEventLoop(), events: make(chan event, 1)}
+func newMachine(sys *kvm.System, memMiB uint64) (_ *machine, err error) {
+	m := &machine{loop: newEventLoop(), events: make(chan event, 1)}
 	defer func() {
 		if err != nil {
 			m.close()
