@@ -48,9 +48,9 @@ type machine struct {
 	// ending is set by the first event that ends the boot, so that a vCPU
 	// does not re-enter the guest after (say) its poweroff write.
 	ending atomic.Bool
-	runMu    sync.Mutex // guards resume channels and paused
-	paused   bool
-	events   chan event // first event ends the boot
+	runMu  sync.Mutex // guards resume channels and paused
+	paused bool
+	events chan event // first event ends the boot
 
 	irqLines []*irqLine
 	devices  []deviceCounters
