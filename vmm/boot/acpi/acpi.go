@@ -4,12 +4,13 @@
 // that hardware cannot be discovered by probing. A gureum VM needs only a
 // few answers: how many CPUs there are and where the interrupt controllers
 // sit (MADT), how to power the machine off (FADT sleep registers plus the
-// \_S5 object in the DSDT), and where the PCI host bridge is (DSDT). The
+// \_S5 object in the DSDT), which interrupt the UART uses and where the PCI
+// host bridge is (DSDT). The
 // tables form a tree rooted at the RSDP, which the kernel finds either
 // through the boot protocol (hvm_start_info.rsdp_paddr, boot_params.
 // acpi_rsdp_addr) or by scanning 0xe0000..0xfffff for "RSD PTR ":
 //
-//	RSDP ──▶ XSDT ──▶ FADT ──▶ DSDT (AML: \_S5, PCI root bridge)
+//	RSDP ──▶ XSDT ──▶ FADT ──▶ DSDT (AML: \_S5, COM1, PCI root bridge)
 //	              └─▶ MADT (local APICs, I/O APIC, interrupt overrides)
 //
 // The machine is "hardware-reduced" ACPI (FADT flag HW_REDUCED_ACPI): there

@@ -245,6 +245,10 @@ func TestDSDTDisassembles(t *testing.T) {
 	text := strings.Join(strings.Fields(comment.ReplaceAllString(string(asl), "")), " ")
 	for _, want := range []string{
 		"Name (_S5, Package (0x04) { 0x05, Zero, Zero, Zero })",
+		"Device (COM1)",
+		`EisaId ("PNP0501")`,
+		"IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08, )",
+		"IRQNoFlags () {4}",
 		"Device (PCI0)",
 		`Name (_HID, EisaId ("PNP0A03")`,
 		"WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, 0x0000, 0x0000, 0x0000, 0x0001,",

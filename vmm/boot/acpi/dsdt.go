@@ -8,10 +8,15 @@ import (
 )
 
 // The DSDT (Differentiated System Description Table) carries the AML
-// namespace: objects the OS evaluates. Ours holds two things:
+// namespace: objects the OS evaluates. Ours holds:
 //
 //	Name (\_S5, Package (4) { 5, 0, 0, 0 })  // SLP_TYP for soft-off
 //	Scope (\_SB) {
+//	    Device (COM1) {                        // the 8250 UART
+//	        Name (_HID, EisaId ("PNP0501"))
+//	        Name (_UID, 0)
+//	        Name (_CRS, ResourceTemplate () { IO (0x3f8, 8 ports), IRQNoFlags () {4} })
+//	    }
 //	    Device (PCI0) {                        // only with a PCI bus
 //	        Name (_HID, EisaId ("PNP0A03"))    // a PCI host bridge
 //	        Name (_UID, 0)  Name (_SEG, 0)  Name (_BBN, 0)
@@ -32,16 +37,49 @@ func buildDSDT(cfg Config) ([]byte, error) {
 	// Bytes: 08 '_S5_' 12 07 04 0a 05 00 00 00.
 	aml := amlName("_S5_", amlPackage(
 		amlInteger(layout.SleepTypeS5), amlInteger(0), amlInteger(0), amlInteger(0)))
+	com1, err := serialPort()
+	if err != nil {
+		return nil, err
+	}
+	devices := [][]byte{com1}
 	if cfg.PCI != nil {
 		dev, err := pciRootBridge(cfg.PCI)
 		if err != nil {
 			return nil, err
 		}
-		aml = append(aml, amlScope(string(amlRootChar)+"_SB_", dev)...)
+		devices = append(devices, dev)
 	}
+	aml = append(aml, amlScope(string(amlRootChar)+"_SB_", devices...)...)
 	b := newTable("DSDT", dsdtRevision, headerSize+len(aml))
 	copy(b[headerSize:], aml)
 	return finish(b), nil
+}
+
+// serialPort encodes Device(COM1). In hardware-reduced mode Linux sets up
+// no legacy PIC and no identity mapping of ISA IRQs onto the I/O APIC, so
+// the UART's interrupt only works once a device in the namespace claims it:
+// the 8250 PNP driver binds to PNP0501, reads this _CRS and registers GSI 4.
+func serialPort() ([]byte, error) {
+	hid, err := amlEISAID("PNP0501")
+	if err != nil {
+		return nil, err
+	}
+	le := binary.LittleEndian
+	var crs []byte
+	crs = append(crs, resIOPort, resDecode16)
+	crs = le.AppendUint16(crs, layout.COM1)
+	crs = le.AppendUint16(crs, layout.COM1)
+	crs = append(crs, 1, layout.COM1Size)
+	// IRQNoFlags: small item 0x22 (IRQ descriptor, 2 data bytes), then a
+	// 16-bit mask with one bit per ISA IRQ; edge-triggered, active high.
+	crs = append(crs, resIRQ)
+	crs = le.AppendUint16(crs, 1<<layout.IRQCOM1)
+	crs = append(crs, resEndTag, 0)
+	return amlDevice("COM1",
+		amlName("_HID", hid),
+		amlName("_UID", amlInteger(0)),
+		amlName("_CRS", amlBuffer(crs)),
+	), nil
 }
 
 // pciRootBridge encodes Device(PCI0) for the host bridge.
@@ -73,6 +111,7 @@ func pciRootBridge(p *PCIHostBridge) ([]byte, error) {
 // Resource descriptor constants (ACPI 6.5, section 6.4).
 const (
 	resIOPort         = 0x47 // small item: I/O port, 7 bytes of data
+	resIRQ            = 0x22 // small item: IRQ mask, 2 bytes of data
 	resDecode16       = 0x01
 	resWordAddress    = 0x88 // large item: 16-bit address space
 	resDWordAddress   = 0x87 // large item: 32-bit address space
