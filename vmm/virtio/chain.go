@@ -129,8 +129,10 @@ func readDesc(mem *guestmem.Memory, table uint64, i uint16) (desc, error) {
 //   - readable buffers come before writable ones;
 //   - the lengths add up to at most MaxChainBytes;
 //   - VIRTQ_DESC_F_INDIRECT appears only on the head, without NEXT, and
-//     points at a 16-byte aligned, whole-descriptor table inside RAM whose
-//     entries are not indirect themselves.
+//     points at a whole-descriptor table inside RAM whose entries are not
+//     indirect themselves. The table need not be 16-byte aligned: the spec
+//     asks that only of the ring's own table, and Linux's slab allocator
+//     may hand out 8-byte aligned ones.
 //
 // Zero-length descriptors are accepted and left out of the chain.
 func walkChain(mem *guestmem.Memory, descTable uint64, size uint16, head uint16) (Chain, error) {
@@ -159,8 +161,6 @@ func walkChain(mem *guestmem.Memory, descTable uint64, size uint16, head uint16)
 				return c, fmt.Errorf("%w: indirect descriptor not alone in its chain", ErrBadChain)
 			case d.len == 0 || d.len%descSize != 0 || d.len/descSize > MaxQueueSize:
 				return c, fmt.Errorf("%w: indirect table of %d bytes", ErrBadChain, d.len)
-			case d.addr%descSize != 0:
-				return c, fmt.Errorf("%w: indirect table at %#x not 16-byte aligned", ErrBadChain, d.addr)
 			}
 			if _, err := mem.Slice(d.addr, uint64(d.len)); err != nil {
 				return c, fmt.Errorf("%w: indirect table: %w", ErrBadChain, err)
