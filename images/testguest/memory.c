@@ -19,15 +19,23 @@ void memory_init(uint64_t top)
 	ram_top = top;
 }
 
-/* alloc_pages returns zeroed, page-aligned memory or fails the guest. */
-void *alloc_pages(size_t bytes)
+/* alloc_buffer returns page-aligned memory with undefined contents (the
+ * caller overwrites it all) or fails the guest. */
+void *alloc_buffer(size_t bytes)
 {
 	uint64_t size = (bytes + PAGE_SIZE - 1) & ~(uint64_t)(PAGE_SIZE - 1);
 	if (next_free + size > ram_top)
 		fatal("out of memory (want %lu bytes, %lu free)", (uint64_t)bytes, ram_top - next_free);
 	void *p = (void *)next_free;
 	next_free += size;
-	memset(p, 0, size);
+	return p;
+}
+
+/* alloc_pages returns zeroed, page-aligned memory or fails the guest. */
+void *alloc_pages(size_t bytes)
+{
+	void *p = alloc_buffer(bytes);
+	memset(p, 0, bytes);
 	return p;
 }
 

@@ -2,24 +2,38 @@
  * string.c - memory and string routines.
  *
  * Under an instruction emulator every instruction costs about a
- * microsecond, but a "rep movsb" or "rep stosb" is one instruction however
- * many bytes it moves. So bulk copies and fills use the string
- * instructions, never byte loops. The compiler also calls memcpy/memset for
- * struct copies, so these names must exist.
+ * microsecond, but a "rep movs" or "rep stos" is decoded once however many
+ * elements it moves, so bulk copies and fills use the string instructions,
+ * never byte loops. The emulator still pays per element, so 8-byte elements
+ * (movsq/stosq) are used whenever addresses and length allow: measured
+ * under KVM's emulator, 4 MiB take about 1.5 s with stosb and an eighth of
+ * that with stosq. The compiler also calls memcpy/memset for struct
+ * copies, so these names must exist.
  */
 #include "testguest.h"
 
 void *memcpy(void *dst, const void *src, size_t n)
 {
 	void *d = dst;
-	__asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
+	if ((((uintptr_t)dst | (uintptr_t)src | n) & 7) == 0) {
+		n /= 8;
+		__asm__ volatile("rep movsq" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
+	} else {
+		__asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
+	}
 	return dst;
 }
 
 void *memset(void *dst, int c, size_t n)
 {
 	void *d = dst;
-	__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+	if ((((uintptr_t)dst | n) & 7) == 0) {
+		uint64_t v = 0x0101010101010101ull * (uint8_t)c;
+		n /= 8;
+		__asm__ volatile("rep stosq" : "+D"(d), "+c"(n) : "a"(v) : "memory");
+	} else {
+		__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+	}
 	return dst;
 }
 

@@ -49,6 +49,7 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 /* memory.c: page-aligned bump allocation of guest RAM for rings and buffers */
 void memory_init(uint64_t ram_top);
 void *alloc_pages(size_t bytes);
+void *alloc_buffer(size_t bytes);
 uint64_t memory_free_bytes(void);
 
 /* acpi.c: firmware tables */
