@@ -66,7 +66,7 @@ struct acpi_info {
 extern struct acpi_info acpi;
 void acpi_init(uint64_t rsdp_hint);
 void acpi_poweroff(void) __attribute__((noreturn));
-void i8042_reboot(void) __attribute__((noreturn));
+void machine_reboot(void) __attribute__((noreturn));
 
 /* interrupts.c: IDT, local APIC, IOAPIC, 8259 */
 void idt_init(void);

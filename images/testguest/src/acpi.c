@@ -37,6 +37,8 @@ static struct {
 	struct gas sleep_control;
 	struct gas pm1a_control;
 	uint8_t slp_typ_s5;
+	struct gas reset_reg; /* valid if the FADT flag RESET_REG_SUP is set */
+	uint8_t reset_value;
 } power;
 
 static const uint8_t *dsdt;
@@ -163,6 +165,10 @@ static void parse_fadt(const uint8_t *t, uint32_t len)
 	power.hw_reduced = flags & (1u << 20);
 	if (len >= 256)
 		power.sleep_control = read_gas(t + 244);
+	if ((flags & (1u << 10)) && len >= 129) {
+		power.reset_reg = read_gas(t + 116);
+		power.reset_value = t[128];
+	}
 	if (len >= 184 && read_gas(t + 172).address)
 		power.pm1a_control = read_gas(t + 172);
 	else {
@@ -323,14 +329,20 @@ void acpi_poweroff(void)
 		__asm__ volatile("cli; hlt");
 }
 
-/* i8042_reboot pulses the CPU reset line through the keyboard controller
- * (command 0xfe), the oldest reset path of the PC. */
-void i8042_reboot(void)
+/* machine_reboot pulses the CPU reset line through the i8042 keyboard
+ * controller (command 0xfe), the oldest reset path of the PC. A machine
+ * without an i8042 (status reads 0xff: QEMU microvm) is reset through the
+ * FADT's reset register instead. */
+void machine_reboot(void)
 {
 	cli();
-	for (int i = 0; i < 1000 && (inb(0x64) & 2); i++)
-		;
-	outb(0x64, 0xfe);
+	if (inb(0x64) != 0xff) {
+		for (int i = 0; i < 1000 && (inb(0x64) & 2); i++)
+			;
+		outb(0x64, 0xfe);
+	} else if (power.reset_reg.address) {
+		write_gas(&power.reset_reg, power.reset_value);
+	}
 	for (;;)
 		__asm__ volatile("cli; hlt");
 }

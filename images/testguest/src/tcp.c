@@ -342,7 +342,7 @@ uint64_t tcp_timers(void)
 		if (now >= after_reply_at) {
 			if (after_reply == AFTER_POWEROFF)
 				acpi_poweroff();
-			i8042_reboot();
+			machine_reboot();
 		}
 		next = after_reply_at;
 	}
