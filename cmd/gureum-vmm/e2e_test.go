@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,7 +203,8 @@ func TestE2EBurnMetrics(t *testing.T) {
 // shutdown (Ctrl-Alt-Del) ends in a guest poweroff.
 func TestE2ELifecycle(t *testing.T) {
 	vmmtest.RequireKVM(t)
-	v := vmmtest.StartVMM(t, vmmtest.Options{API: true, Args: []string{"--cpus", "1"}})
+	consoleSock := filepath.Join(t.TempDir(), "console.sock")
+	v := vmmtest.StartVMM(t, vmmtest.Options{API: true, Args: []string{"--cpus", "1", "--console-sock", consoleSock}})
 	c := api.NewClient(v.APISock)
 	ctx := context.Background()
 	v.WaitFor(`gureum-testguest: ready`, bootTimeout)
@@ -241,8 +243,32 @@ func TestE2ELifecycle(t *testing.T) {
 	}
 	waitState("running")
 
+	// Attach to the console socket: the second boot's output must arrive
+	// there too.
+	conn, err := net.Dial("unix", consoleSock)
+	if err != nil {
+		t.Fatalf("attach console: %v", err)
+	}
+	defer conn.Close()
+	attached := make(chan string, 1)
+	go func() {
+		var seen []byte
+		buf := make([]byte, 4096)
+		conn.SetReadDeadline(time.Now().Add(bootTimeout))
+		for {
+			n, err := conn.Read(buf)
+			seen = append(seen, buf[:n]...)
+			if strings.Contains(string(seen), "gureum-testguest: ready") || err != nil {
+				attached <- string(seen)
+				return
+			}
+		}
+	}()
 	if err := act("reboot"); err != nil {
 		t.Fatal(err)
+	}
+	if got := <-attached; !strings.Contains(got, "gureum-testguest: ready") {
+		t.Fatalf("console socket saw %q, want the ready line of the second boot", got)
 	}
 	for i := 0; strings.Count(v.Output(), "gureum-testguest: ready") < 2; i++ {
 		if i > int(bootTimeout/(100*time.Millisecond)) {
