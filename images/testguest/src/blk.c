@@ -64,8 +64,14 @@ static uint32_t segments_max = MAX_SEGMENTS;
 static uint64_t seed_page[512];
 static uint64_t seed_sum;
 
-static bool blk_open(void)
+static int blk_state; /* 0 not tried, 1 ready, -1 absent */
+
+/* blk_init finds and starts the first virtio-blk device, once. */
+bool blk_init(void)
 {
+	if (blk_state)
+		return blk_state > 0;
+	blk_state = -1;
 	if (!virtio_open(&dev, 2))
 		return false;
 	uint64_t want = 1ull << VIRTIO_BLK_F_SIZE_MAX | 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_RO |
@@ -88,6 +94,7 @@ static bool blk_open(void)
 		fatal("virtio-blk queue setup failed");
 	virtio_driver_ok(&dev);
 	slots = alloc_pages(sizeof(struct blk_slot) * (IN_FLIGHT + 1));
+	blk_state = 1;
 	return true;
 }
 
@@ -225,7 +232,7 @@ static uint64_t mb_per_s(uint64_t bytes, uint64_t ticks)
 
 enum result blk_selftest(void)
 {
-	if (!blk_open()) {
+	if (!blk_init()) {
 		kprintf("selftest blk: skip no device\n");
 		return RESULT_SKIP;
 	}

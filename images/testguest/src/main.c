@@ -5,7 +5,8 @@
  * Start-up order matters: console first (to report errors), then the IDT
  * (so a fault prints instead of resetting the VM), ACPI (vCPU count,
  * IOAPIC, ECAM, power-off), the local APIC and the clock, the APs, PCI,
- * the keyboard; then "gureum-testguest: ready".
+ * the keyboard, the virtio devices the mode needs; then
+ * "gureum-testguest: ready".
  */
 #include "testguest.h"
 #include "x86.h"
@@ -87,6 +88,8 @@ static void parse_word(const char *w)
 		config.selftest = true;
 	else if (str_starts(w, "serve") && (w[5] == 0 || w[5] == ' '))
 		config.serve = true;
+	else if (str_starts(w, "fault") && (w[5] == 0 || w[5] == ' '))
+		config.fault = true;
 	else if (str_starts(w, "ip=")) {
 		uint32_t ip;
 		const char *end;
@@ -207,8 +210,18 @@ void main(uint32_t start_info)
 	smp_start_aps();
 	struct pci_device probe;
 	(void)pci_find(1, &probe); /* scans the bus and assigns BARs once */
+	/* Devices are started before "ready" in the modes that use them, so a
+	 * host that waits for "ready" finds the guest answering. An idle guest
+	 * leaves them alone (it is used to measure the VMM's own memory). */
+	if (config.selftest)
+		(void)blk_init();
+	if (config.selftest || config.serve)
+		(void)net_init();
 	keyboard_init();
 	kprintf("gureum-testguest: ready\n");
+
+	if (config.fault)
+		__asm__ volatile("ud2"); /* test word: the exception path */
 
 	if (config.selftest)
 		run_selftests();

@@ -77,8 +77,14 @@ static bool post_rx(uint8_t *buf)
 	return virtq_add(&rxq, &b, 1, buf) >= 0;
 }
 
-static bool net_open(void)
+static int net_state; /* 0 not tried, 1 ready, -1 absent */
+
+/* net_init finds and starts the first virtio-net device, once. */
+bool net_init(void)
 {
+	if (net_state)
+		return net_state > 0;
+	net_state = -1;
 	if (!virtio_open(&dev, 1))
 		return false;
 	uint64_t want = 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_MAC;
@@ -104,6 +110,7 @@ static bool net_open(void)
 	virtio_driver_ok(&dev);
 	virtq_kick(&rxq);
 	net_ip = config.ip;
+	net_state = 1;
 	return true;
 }
 
@@ -347,7 +354,7 @@ static void format_ip(char *out, size_t size, uint32_t ip)
 
 enum result net_selftest(void)
 {
-	if (!net_open()) {
+	if (!net_init()) {
 		kprintf("selftest net: skip no device\n");
 		return RESULT_SKIP;
 	}
@@ -380,7 +387,7 @@ enum result net_selftest(void)
 /* net_serve_forever is "serve" mode: answer ARP, ping and HTTP for ever. */
 void net_serve_forever(void)
 {
-	if (!net_open())
+	if (!net_init())
 		fatal("serve: no virtio-net device");
 	/* Announce ourselves (gratuitous ARP) so the host learns our MAC. */
 	arp_send(1, broadcast, broadcast, net_ip);

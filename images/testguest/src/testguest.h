@@ -122,7 +122,7 @@ void keyboard_interrupt(void);
 
 /* blk.c, net.c: self tests and serving */
 struct config {
-	bool selftest, serve;
+	bool selftest, serve, fault;
 	uint32_t ip, netmask, gateway;
 	char name[64];
 	uint64_t blk_mib;
@@ -134,6 +134,8 @@ struct config {
 extern struct config config;
 
 enum result { RESULT_OK, RESULT_FAIL, RESULT_SKIP };
+bool blk_init(void);
+bool net_init(void);
 enum result blk_selftest(void);
 enum result net_selftest(void);
 void net_serve_forever(void) __attribute__((noreturn));
