@@ -5,7 +5,8 @@
 //	gureum-vmm --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N]
 //	           [--memory SIZE] [--disk PATH[,ro]]... [--net TAP[,mac=MAC]]...
 //
-// The guest's serial console is on the terminal. Service mode (for the
+// The guest's serial console is on the terminal, in raw mode: every key
+// goes to the guest, and Ctrl-A x stops the VM. Service mode (for the
 // daemon) adds --api-sock PATH: a REST API on that unix socket
 // (docs/vmm-api.md). Exit status: 0 guest powered off, 1 VMM or guest
 // failure (crash), 2 bad flags or config, 3 guest rebooted (--no-reboot),
@@ -142,6 +143,11 @@ func run(args []string) int {
 		}
 		defer os.Remove(apiSock)
 		defer srv.Close()
+	} else if isTerminal(os.Stdin) {
+		// Interactive: raw keys to the guest, Ctrl-A x to quit.
+		restore := rawTerminal(int(os.Stdin.Fd()))
+		defer restore()
+		console.ReadInputFrom(&escapeFilter{r: os.Stdin, onQuit: func() { vm.Do(vmm.ActionStop, 0) }})
 	} else {
 		console.ReadInputFrom(os.Stdin)
 	}
