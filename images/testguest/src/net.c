@@ -239,8 +239,8 @@ static void icmp_echo(const uint8_t dst_mac[6], uint32_t dst_ip, uint8_t type, u
 	uint8_t *p = net_ip_payload();
 	if (!p)
 		return;
-	if (data_len > 1400)
-		data_len = 1400;
+	if (data_len > 1472) /* 1500-byte MTU less IP and ICMP headers */
+		data_len = 1472;
 	p[0] = type; /* 8 request, 0 reply */
 	p[1] = 0;
 	put16(p + 2, 0);
