@@ -45,7 +45,9 @@ func (v *VM) addPCIDevices(m *machine) error {
 		if _, err := bus.Add(name, t); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		m.onCleanup(dev.Reset) // stops device goroutines before the machine goes
+		// Reset on the loop (devices are the loop's): it stops device
+		// goroutines, such as a tap waiter, before the machine goes.
+		m.onCleanup(func() { m.loop.call(dev.Reset, make(chan struct{}, 1)) })
 		m.addMetrics(name+"-transport", func() any { return t.Metrics() })
 		return t, nil
 	}
