@@ -42,7 +42,8 @@ func describeMachine(o options, gokvmBin string) []fact {
 		{"qemu", firstLine(commandOutput(o.qemu, "--version"))},
 		{"gokvm", gokvmModule + " (" + gokvmBin + ")"},
 		{"gureum commit", gureumCommit()},
-		{"command", strings.Join(os.Args, " ")},
+		{"guest and gureum-vmm from", o.binDir},
+		{"command", strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " "))},
 	}
 	return facts
 }

@@ -77,6 +77,15 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "bench: -reps must be at least 1")
 		return 2
 	}
+	// Warm-up requests use sequence numbers from 60000 on.
+	if o.pings < 1 || o.pings > 50000 {
+		fmt.Fprintln(os.Stderr, "bench: -pings must be between 1 and 50000")
+		return 2
+	}
+	if o.blkMiB < 1 || o.blkMiB > blkImageSize>>20 {
+		fmt.Fprintf(os.Stderr, "bench: -blk-mib must be between 1 and %d\n", blkImageSize>>20)
+		return 2
+	}
 	if o.binDir == "" {
 		o.binDir = "bin"
 	}
