@@ -121,7 +121,7 @@ func writeTable(w io.Writer, rows []row, peers []peer) {
 	fmt.Fprintf(w, "---|---|\n")
 	for _, m := range metrics {
 		spreads := map[string]spread{}
-		any := false
+		seen := false
 		for _, p := range peers {
 			var vals []float64
 			failed := 0
@@ -138,9 +138,9 @@ func writeTable(w io.Writer, rows []row, peers []peer) {
 				}
 			}
 			spreads[p.name] = summarize(vals, failed)
-			any = any || len(vals) > 0 || failed > 0
+			seen = seen || len(vals) > 0 || failed > 0
 		}
-		if !any {
+		if !seen {
 			continue
 		}
 		fmt.Fprintf(w, "| %s |", m.label)
