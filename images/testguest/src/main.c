@@ -90,6 +90,10 @@ static void parse_word(const char *w)
 		config.serve = true;
 	else if (str_starts(w, "fault") && (w[5] == 0 || w[5] == ' '))
 		config.fault = true;
+	else if (str_starts(w, "hostile") && (w[7] == 0 || w[7] == ' '))
+		config.hostile = true; /* hostile.c */
+	else if (str_starts(w, "hostile.hold=") && parse_u64(w + 13, NULL, &v))
+		config.hostile_hold_s = v;
 	else if (str_starts(w, "ip=")) {
 		uint32_t ip;
 		const char *end;
@@ -222,6 +226,9 @@ void main(uint32_t start_info)
 
 	if (config.fault)
 		__asm__ volatile("ud2"); /* test word: the exception path */
+
+	if (config.hostile)
+		hostile_run(); /* opens its own devices; does not return */
 
 	if (config.selftest)
 		run_selftests();

@@ -130,6 +130,8 @@ struct config {
 	bool burn_given;
 	uint32_t burn_cpus;  /* bit mask of vCPU indexes */
 	uint64_t burn_s;
+	bool hostile;            /* hostile.c: attack the virtio devices */
+	uint64_t hostile_hold_s; /* seconds to stay up after the attacks */
 };
 extern struct config config;
 
@@ -139,5 +141,9 @@ bool net_init(void);
 enum result blk_selftest(void);
 enum result net_selftest(void);
 void net_serve_forever(void) __attribute__((noreturn));
+
+/* hostile.c: malformed chains and configurations against the virtio
+ * devices, each followed by a normal request; then power-off. */
+void hostile_run(void) __attribute__((noreturn));
 
 #endif

@@ -217,6 +217,29 @@ bool virtio_setup_queue(struct virtio_device *vd, struct virtq *q, uint16_t inde
 	return true;
 }
 
+/*
+ * virtio_try_queue_size is a hook for the hostile mode (hostile.c): it
+ * programs queue `index` with `size` entries and the rings of q, whatever
+ * the size, asks the device to enable it, and returns whether the device
+ * did (queue_enable reads back 1). *before and *after get queue_size as
+ * the device reports it before the write (its maximum, right after a
+ * reset) and after the attempt. A correct device refuses a size that is
+ * not a power of two or exceeds its maximum.
+ */
+bool virtio_try_queue_size(struct virtio_device *vd, const struct virtq *q, uint16_t index, uint16_t size,
+			   uint16_t *before, uint16_t *after)
+{
+	mmio_write16(vd->common + COMMON_QUEUE_SELECT, index);
+	*before = mmio_read16(vd->common + COMMON_QUEUE_SIZE);
+	mmio_write16(vd->common + COMMON_QUEUE_SIZE, size);
+	mmio_write64(vd->common + COMMON_QUEUE_DESC, (uint64_t)q->desc);
+	mmio_write64(vd->common + COMMON_QUEUE_DRIVER, (uint64_t)q->avail);
+	mmio_write64(vd->common + COMMON_QUEUE_DEVICE, (uint64_t)q->used);
+	mmio_write16(vd->common + COMMON_QUEUE_ENABLE, 1);
+	*after = mmio_read16(vd->common + COMMON_QUEUE_SIZE);
+	return mmio_read16(vd->common + COMMON_QUEUE_ENABLE) == 1;
+}
+
 /* virtio_driver_ok tells the device the driver is ready: it may now use
  * the queues and raise interrupts. */
 void virtio_driver_ok(struct virtio_device *vd)

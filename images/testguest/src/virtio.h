@@ -80,6 +80,9 @@ bool virtio_setup_queue(struct virtio_device *vd, struct virtq *q, uint16_t inde
 			uint16_t msix_entry, uint8_t vector);
 bool virtio_set_config_vector(struct virtio_device *vd, uint16_t msix_entry, uint8_t vector);
 void virtio_driver_ok(struct virtio_device *vd);
+/* Hostile mode only: program a queue with any size; true if the device enabled it. */
+bool virtio_try_queue_size(struct virtio_device *vd, const struct virtq *q, uint16_t index, uint16_t size,
+			   uint16_t *before, uint16_t *after);
 bool virtio_has(const struct virtio_device *vd, int bit);
 
 int virtq_add(struct virtq *q, const struct virtq_buf *bufs, int n, void *token);
