@@ -101,8 +101,8 @@ type Instance struct {
 	RootDeviceType        string        `json:"root_device_type"`
 	RootDeviceName        string        `json:"root_device_name,omitempty"`
 	BlockDevices          []BlockDevice `json:"block_devices,omitempty"`
-	// InstanceStoreGiB is the size of the ephemeral disk (0: none).
-	InstanceStoreGiB int    `json:"instance_store_gib,omitempty"`
+	// InstanceStoreGB is the size of the ephemeral disk in GB (0: none).
+	InstanceStoreGB  int    `json:"instance_store_gb,omitempty"`
 	ShutdownBehavior string `json:"shutdown_behavior"`
 	PrivateIP        string `json:"private_ip,omitempty"`
 	Tags             []Tag  `json:"tags,omitempty"`

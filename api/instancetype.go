@@ -6,9 +6,13 @@ type InstanceTypeInfo struct {
 	Family    string  `json:"family"` // e.g. M
 	VCPUs     int     `json:"vcpus"`
 	MemoryGiB float64 `json:"memory_gib"`
-	// InstanceStoreGiB is the total ephemeral disk the type comes with
-	// (0: EBS only).
-	InstanceStoreGiB int `json:"instance_store_gib,omitempty"`
+	// InstanceStoreGB is the total ephemeral disk the type comes with, in
+	// GB as AWS counts it (0: EBS only); InstanceStore describes it.
+	InstanceStoreGB int    `json:"instance_store_gb,omitempty"`
+	InstanceStore   string `json:"instance_store,omitempty"` // e.g. "2 x 1900 NVMe SSD"
+	// Accelerators counts GPUs or FPGAs (AcceleratorKind says which).
+	Accelerators    int    `json:"accelerators,omitempty"`
+	AcceleratorKind string `json:"accelerator_kind,omitempty"`
 	// Burstable types carry their CPU credit parameters.
 	Burstable *BurstableInfo `json:"burstable,omitempty"`
 	// Available is false when this host cannot run the type at all (a
