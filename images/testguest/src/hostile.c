@@ -43,6 +43,7 @@
 #define VIRTIO_BLK_T_OUT 1
 
 #define QUEUE_ENTRIES 64
+#define INDIRECT_ENTRIES 64   /* room in each indirect table */
 #define NET_QUEUE_ENTRIES 32
 #define NET_HDR 12
 #define ATTACK_WAIT_MS 500    /* a returned chain comes back within milliseconds */
@@ -339,7 +340,8 @@ static void attack_loop(struct target *t, struct attempt *a)
 
 /* attack_oversize: one buffer of 0xffffffff bytes, then a chain of buffers
  * each inside RAM (all the same large range) whose lengths add up past
- * 4 GiB, so only the sum is wrong. */
+ * 4 GiB, so only the sum is wrong. When the ring is too small for that
+ * many descriptors, they go into an indirect table. */
 static void attack_oversize(struct target *t, struct attempt *a)
 {
 	struct virtq *q = &t->q;
@@ -350,16 +352,28 @@ static void attack_oversize(struct target *t, struct attempt *a)
 	if (len > 0x7fffffffull)
 		len = 0x7fffffffull;
 	uint64_t n = (1ull << 32) / len + 1;
-	if (n + 2 > q->size) {
+	if (n + 2 > INDIRECT_ENTRIES) {
 		/* RAM too small for valid pieces: use 2 GiB ones. */
 		len = 0x80000000ull;
 		n = 2;
 	}
+	bool indirect = n + 2 > q->size;
+	struct virtq_desc *d = indirect ? mem.table : q->desc;
 	chain_prefix(t);
+	d[0] = q->desc[0];
 	for (uint16_t i = 1; i <= n; i++)
-		set_desc(q, i, base, (uint32_t)len, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
-	chain_suffix(t, (uint16_t)n);
-	submit_bad(t, a, "sum past 4 GiB", 0);
+		d[i] = (struct virtq_desc){base, (uint32_t)len, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1)};
+	uint16_t entries = (uint16_t)(n + 1);
+	if (t->has_status) {
+		*mem.status = 0xff;
+		d[n + 1] = (struct virtq_desc){(uint64_t)mem.status, 1, VIRTQ_DESC_F_WRITE, 0};
+		entries++;
+	} else {
+		d[n].flags = 0;
+	}
+	if (indirect)
+		set_desc(q, 0, (uint64_t)mem.table, 16u * entries, VIRTQ_DESC_F_INDIRECT, 0);
+	submit_bad(t, a, indirect ? "indirect sum past 4 GiB" : "sum past 4 GiB", 0);
 	note(a, " (%lu x %lu bytes)", n, len);
 }
 
@@ -565,7 +579,7 @@ void hostile_run(void)
 	mem.status = (volatile uint8_t *)(mem.header + 64);
 	mem.data = alloc_pages(PAGE_SIZE);
 	mem.table = alloc_pages(PAGE_SIZE);
-	mem.table2 = mem.table + 64;
+	mem.table2 = mem.table + INDIRECT_ENTRIES;
 	/* The end of RAM: the allocator hands out pages up to it. */
 	uint8_t *probe = alloc_pages(PAGE_SIZE);
 	mem.ram_top = (uint64_t)probe + PAGE_SIZE + memory_free_bytes();
