@@ -108,6 +108,7 @@ func runBoot(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 	out.metrics["rss_mib"] = float64(mem.rssKiB) / 1024
 	out.metrics["guest_mib"] = float64(mem.guestKiB) / 1024
 	out.metrics["own_mib"] = float64(mem.ownKiB) / 1024
+	out.metrics["own_file_mib"] = float64(mem.fileKiB) / 1024
 	return out, nil
 }
 

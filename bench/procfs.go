@@ -9,24 +9,37 @@ import (
 	"strings"
 )
 
-// readVmRSS returns the resident set of a process in KiB: every page of
-// it that is in RAM, shared or private, file-backed or anonymous.
-func readVmRSS(pid int) (int64, error) {
+// statusSizes reads the "kB" fields of /proc/PID/status that matter here:
+// VmRSS, every page of the process in RAM, and its parts RssAnon (private
+// anonymous: heap, stacks), RssFile (pages of mapped files: the binary and
+// its libraries, shared with every other process mapping them) and
+// RssShmem (shared anonymous memory, which includes gureum's guest RAM).
+func statusSizes(pid int) (map[string]int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read status of pid %d: %w", pid, err)
+		return nil, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
 	defer f.Close()
+	sizes := map[string]int64{}
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			return parseKiB(v)
+		k, v, ok := strings.Cut(s.Text(), ":")
+		if !ok || (k != "VmRSS" && k != "RssAnon" && k != "RssFile" && k != "RssShmem") {
+			continue
 		}
+		n, err := parseKiB(v)
+		if err != nil {
+			return nil, fmt.Errorf("pid %d status %s: %w", pid, k, err)
+		}
+		sizes[k] = n
 	}
 	if err := s.Err(); err != nil {
-		return 0, fmt.Errorf("read status of pid %d: %w", pid, err)
+		return nil, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	return 0, fmt.Errorf("pid %d: no VmRSS in status (a kernel thread or a zombie?)", pid)
+	if _, ok := sizes["VmRSS"]; !ok {
+		return nil, fmt.Errorf("pid %d: no VmRSS in status (a kernel thread or a zombie?)", pid)
+	}
+	return sizes, nil
 }
 
 // parseKiB parses the value part of "VmRSS:    1234 kB".
@@ -143,20 +156,24 @@ func guestRAM(maps []mapping, guestKiB int64) (mapping, bool) {
 }
 
 // memoryFigures is the resident memory of a VMM split into the guest RAM
-// the guest has touched and the rest, which is the VMM's own cost.
+// the guest has touched and the rest, which is the VMM's own cost; fileKiB
+// is the part of the own cost that is pages of the VMM's binary and
+// libraries (shared by every VMM process of the host).
 type memoryFigures struct {
 	rssKiB   int64
 	guestKiB int64
 	ownKiB   int64
+	fileKiB  int64
 }
 
 // measureMemory reads VmRSS and smaps of pid. smaps is read right after
 // status so the two describe (nearly) the same moment of an idle guest.
 func measureMemory(pid int, guestMiB int) (memoryFigures, error) {
-	rss, err := readVmRSS(pid)
+	sizes, err := statusSizes(pid)
 	if err != nil {
 		return memoryFigures{}, err
 	}
+	rss := sizes["VmRSS"]
 	maps, err := readSmaps(pid)
 	if err != nil {
 		return memoryFigures{}, err
@@ -165,5 +182,5 @@ func measureMemory(pid int, guestMiB int) (memoryFigures, error) {
 	if !ok {
 		return memoryFigures{}, fmt.Errorf("pid %d: no anonymous read-write mapping of %d MiB or more", pid, guestMiB)
 	}
-	return memoryFigures{rssKiB: rss, guestKiB: ram.rssKiB, ownKiB: rss - ram.rssKiB}, nil
+	return memoryFigures{rssKiB: rss, guestKiB: ram.rssKiB, ownKiB: rss - ram.rssKiB, fileKiB: sizes["RssFile"]}, nil
 }

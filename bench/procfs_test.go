@@ -67,12 +67,14 @@ func TestParseSmapsRejectsGarbage(t *testing.T) {
 }
 
 func TestMeasureMemoryOfThisProcess(t *testing.T) {
-	rss, err := readVmRSS(os.Getpid())
+	sizes, err := statusSizes(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rss <= 0 {
-		t.Fatalf("VmRSS %d kB", rss)
+	// The test binary is mapped from a file and has a heap.
+	if sizes["VmRSS"] <= 0 || sizes["RssFile"] <= 0 || sizes["RssAnon"] <= 0 ||
+		sizes["RssFile"]+sizes["RssAnon"] > sizes["VmRSS"] {
+		t.Fatalf("status sizes %v", sizes)
 	}
 	// The test binary has no 128 MiB read-write area.
 	if _, err := measureMemory(os.Getpid(), 128); err == nil {
