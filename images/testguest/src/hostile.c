@@ -265,8 +265,8 @@ static void chain_suffix(struct target *t, uint16_t last)
 struct attempt {
 	char detail[160];
 	size_t n;
-	bool timed_out; /* the device kept a chain: reset before the follow-up */
-	bool bad;       /* the device answered a malformed chain wrongly */
+	bool restart; /* the attack left the device unusable: set it up again */
+	bool bad;     /* the device answered wrongly, or could not be restarted */
 };
 
 static void note(struct attempt *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -283,20 +283,30 @@ static void note(struct attempt *a, const char *fmt, ...)
 
 /* submit_bad publishes the chain at `head` (already written), counts it as
  * malformed and records how the device answered: returned with 0 bytes
- * (the contract), returned with bytes (wrong: it touched a chain it should
- * have refused), or kept. */
+ * (gureum's contract), returned with only an error status (blk: also a
+ * refusal), returned with other bytes (wrong: it acted on a chain it
+ * should have refused), or kept (allowed: some devices, QEMU's among them,
+ * stop on a malformed chain until reset). A kept chain is followed by a
+ * reset and a fresh set-up, so the attack's next chain meets a working
+ * device. */
 static void submit_bad(struct target *t, struct attempt *a, const char *what, uint16_t head)
 {
 	publish(&t->q, head);
 	t->chains++;
 	struct virtq_used_elem e;
 	if (!wait_used(t, ATTACK_WAIT_MS, &e)) {
-		note(a, "%s%s kept", a->n ? ", " : "", what);
-		a->timed_out = true;
+		note(a, "%s%s kept, reset", a->n ? ", " : "", what);
+		if (!t->start(t))
+			a->bad = true;
+		return;
+	}
+	if (e.len == 1 && t->has_status && *mem.status != 0 && *mem.status != 0xff) {
+		/* Also a refusal: an error status in the request's last byte. */
+		note(a, "%s%s failed with status %u", a->n ? ", " : "", what, *mem.status);
 		return;
 	}
 	if (e.len != 0) {
-		note(a, "%s%s returned %u bytes", a->n ? ", " : "", what, e.len);
+		note(a, "%s%s returned %u bytes, status %u", a->n ? ", " : "", what, e.len, *mem.status);
 		a->bad = true;
 		return;
 	}
@@ -315,8 +325,7 @@ static void bad_buffer(struct target *t, struct attempt *a, const char *what, ui
 static void attack_outside_ram(struct target *t, struct attempt *a)
 {
 	bad_buffer(t, a, "0x7f0000000000", OUTSIDE_RAM, 512);
-	if (!a->timed_out)
-		bad_buffer(t, a, "straddling RAM end", mem.ram_top - 256, 512);
+	bad_buffer(t, a, "straddling RAM end", mem.ram_top - 256, 512);
 }
 
 static void attack_in_hole(struct target *t, struct attempt *a)
@@ -330,8 +339,6 @@ static void attack_loop(struct target *t, struct attempt *a)
 	chain_prefix(t);
 	set_desc(q, 1, (uint64_t)mem.data, 64, VIRTQ_DESC_F_NEXT, 1); /* NEXT points at itself */
 	submit_bad(t, a, "self loop", 0);
-	if (a->timed_out)
-		return;
 	chain_prefix(t);
 	set_desc(q, 1, (uint64_t)mem.data, 64, VIRTQ_DESC_F_NEXT, 2);
 	set_desc(q, 2, (uint64_t)mem.data, 64, VIRTQ_DESC_F_NEXT, 1); /* 1 -> 2 -> 1 */
@@ -346,8 +353,6 @@ static void attack_oversize(struct target *t, struct attempt *a)
 {
 	struct virtq *q = &t->q;
 	bad_buffer(t, a, "len 0xffffffff", (uint64_t)mem.data, 0xffffffffu);
-	if (a->timed_out)
-		return;
 	uint64_t base = 0x100000, len = (mem.ram_top - base) & ~(uint64_t)(PAGE_SIZE - 1);
 	if (len > 0x7fffffffull)
 		len = 0x7fffffffull;
@@ -407,8 +412,6 @@ static void attack_indirect_outside(struct target *t, struct attempt *a)
 {
 	set_desc(&t->q, 0, OUTSIDE_RAM, 16 * 4, VIRTQ_DESC_F_INDIRECT, 0);
 	submit_bad(t, a, "table at 0x7f0000000000", 0);
-	if (a->timed_out)
-		return;
 	/* A valid table made to straddle the end of RAM. */
 	set_desc(&t->q, 0, mem.ram_top - 16, 16 * 4, VIRTQ_DESC_F_INDIRECT, 0);
 	submit_bad(t, a, "table straddling RAM end", 0);
@@ -417,8 +420,7 @@ static void attack_indirect_outside(struct target *t, struct attempt *a)
 static void attack_bad_head(struct target *t, struct attempt *a)
 {
 	submit_bad(t, a, "head = queue size", t->q.size);
-	if (!a->timed_out)
-		submit_bad(t, a, "head 0xffff", 0xffff);
+	submit_bad(t, a, "head 0xffff", 0xffff);
 }
 
 /* attack_avail_jump moves avail.idx more than a queue's worth ahead: the
@@ -434,7 +436,7 @@ static void attack_avail_jump(struct target *t, struct attempt *a)
 	int n = wait_used(t, ATTACK_WAIT_MS, &e);
 	if (n == 0) {
 		note(a, "queue stopped");
-		a->timed_out = true;
+		a->restart = true;
 	} else {
 		note(a, "device returned %d chains", n);
 	}
@@ -474,7 +476,7 @@ static void attack_bad_queue_size(struct target *t, struct attempt *a)
 			a->bad = true;
 		fresh = true;
 	}
-	a->timed_out = true; /* the follow-up needs a full set-up */
+	a->restart = true; /* the follow-up needs a full set-up */
 }
 
 static void attack_short_status(struct target *t, struct attempt *a)
@@ -484,8 +486,6 @@ static void attack_short_status(struct target *t, struct attempt *a)
 	chain_prefix(t);
 	set_desc(q, 1, (uint64_t)mem.data, 512, 0, 0);
 	submit_bad(t, a, "no writable byte", 0);
-	if (a->timed_out)
-		return;
 	/* an 8-byte header, then the status: the header is cut short */
 	chain_prefix(t);
 	q->desc[0].len = 8;
@@ -517,16 +517,15 @@ static const struct attack attacks[] = {
 };
 
 /* run_attack runs one attack and its follow-up request and prints the
- * verdict. After a kept chain (or a reconfiguration) the device is reset
- * and started again first. */
+ * verdict. After a stopped queue (or a reconfiguration) the device is
+ * reset and started again first. */
 static void run_attack(struct target *t, const struct attack *k)
 {
 	struct attempt a = {0};
-	a.detail[0] = 0;
 	k->run(t, &a);
 	const char *why = "";
 	bool ok = !a.bad;
-	if (a.timed_out) {
+	if (a.restart) { /* also after a bad answer: the next attack needs a device */
 		if (!t->start(t)) {
 			why = "restart failed";
 			ok = false;
