@@ -47,7 +47,7 @@
 #define NET_QUEUE_ENTRIES 32
 #define NET_HDR 12
 #define ATTACK_WAIT_MS 500    /* a returned chain comes back within milliseconds */
-#define FOLLOW_UP_WAIT_MS 5000
+#define FOLLOW_UP_WAIT_MS 20000 /* generous: only a broken device waits this long */
 #define OUTSIDE_RAM 0x7f0000000000ull
 #define MMIO_HOLE 0xc0000000ull
 #define SECTOR_STAMP 1        /* the follow-up reads this sector back */
