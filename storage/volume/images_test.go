@@ -1,0 +1,4 @@
+package volume
+
+// testImages is the Images the store tests run on.
+var testImages Images = QemuImg{}
