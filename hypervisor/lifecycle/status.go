@@ -199,6 +199,8 @@ func List(tx store.Tx) ([]*Status, error) {
 func Launch(tx store.Tx, st Status, now time.Time) (Change, error) {
 	if _, err := Get(tx, st.ID); err == nil {
 		return Change{}, fmt.Errorf("launch %s: instance exists", st.ID)
+	} else if api.CodeOf(err) != api.CodeInvalidInstanceIDNotFound {
+		return Change{}, fmt.Errorf("launch %s: %w", st.ID, err)
 	}
 	if st.RootDeviceType != api.RootDeviceEBS && st.RootDeviceType != api.RootDeviceInstanceStore {
 		return Change{}, api.Errorf(api.CodeInvalidParameterValue, "Invalid root device type '%s'", st.RootDeviceType)

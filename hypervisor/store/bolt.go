@@ -91,7 +91,7 @@ func (t boltTx) Delete(kind, key string) error {
 	if b == nil {
 		return nil
 	}
-	if err := b.Delete([]byte(key)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+	if err := b.Delete([]byte(key)); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", kind, key, err)
 	}
 	return nil
