@@ -42,16 +42,16 @@
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 
-#define QUEUE_ENTRIES 64
-#define INDIRECT_ENTRIES 64   /* room in each indirect table */
-#define NET_QUEUE_ENTRIES 32
-#define NET_HDR 12
-#define ATTACK_WAIT_MS 500    /* a returned chain comes back within milliseconds */
+#define QUEUE_ENTRIES 64     /* blk request queue */
+#define NET_QUEUE_ENTRIES 32 /* net receive and transmit queues */
+#define INDIRECT_ENTRIES 64  /* room in each indirect table */
+#define NET_HDR 12           /* struct virtio_net_hdr with VERSION_1 */
+#define ATTACK_WAIT_MS 500   /* a returned chain comes back within milliseconds */
 #define FOLLOW_UP_WAIT_MS 20000 /* generous: only a broken device waits this long */
 #define OUTSIDE_RAM 0x7f0000000000ull
-#define MMIO_HOLE 0xc0000000ull
-#define SECTOR_STAMP 1        /* the follow-up reads this sector back */
-#define SECTOR_SCRATCH 64     /* hostile write requests name this sector */
+#define MMIO_HOLE 0xc0000000ull /* layout.PCIMMIOStart: the devices' BARs */
+#define SECTOR_STAMP 1    /* the follow-up reads this sector back */
+#define SECTOR_SCRATCH 64 /* hostile write requests name this sector */
 #define STAMP 0x686f7374696c6521ull
 
 /* One device under attack: the queue that reads chains (blk's request
