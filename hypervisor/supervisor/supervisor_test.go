@@ -60,10 +60,29 @@ func runHelper(js string) int {
 			fmt.Println("helper:", err)
 			return 2
 		}
+		// Ctrl-Alt-Del pressed before the guest set up its keyboard is
+		// lost (as on a PC), so the test shuts down only ready guests.
+		if err := waitConsole(info.ConsoleLog, "gureum-testguest: ready", 20*time.Second); err != nil {
+			fmt.Println("helper:", err)
+			return 2
+		}
 		fmt.Println("started", id, info.PID)
 	}
 	fmt.Println("ready")
 	select {}
+}
+
+// waitConsole waits until the console log holds want.
+func waitConsole(path, want string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), want) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(path)
+	return fmt.Errorf("%s: no %q within %v; console:\n%s", path, want, timeout, b)
 }
 
 // requireCgroups skips (or fails under GUREUM_REQUIRE_KVM=1) when the test
@@ -335,7 +354,7 @@ func TestCPUQuotaHoldsBurningGuest(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	_, err = s.Start(ctx, Spec{ID: "i-burn", Kernel: vmmtest.Bin(t, "testguest.elf"), VCPUs: 1, MemoryMiB: 32,
-		Cmdline: "selftest burn=0:7", Limits: &Limits{CPUMilli: 200, MemoryBytes: 96 << 20}})
+		Cmdline: "selftest burn=0:8", Limits: &Limits{CPUMilli: 200, MemoryBytes: 96 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,23 +371,41 @@ func TestCPUQuotaHoldsBurningGuest(t *testing.T) {
 		b1, t1 := busy()
 		return float64(b1-b0) / float64(t1.Sub(t0).Nanoseconds())
 	}
-	time.Sleep(500 * time.Millisecond)
-	if got := share(2500 * time.Millisecond); got < 0.15 || got > 0.25 {
-		t.Errorf("busy share at a 20%% quota: %.1f%%, want 20±5%%", got*100)
-	} else {
+	// The host is shared (2 cores, other tests run in parallel), so the
+	// guest may get less than its quota in some window; it must never get
+	// more, must reach it in at least one window, and the kernel must
+	// report the group throttled (the quota, not the host, is the limit).
+	g := s.cg.group("i-burn")
+	throttled0 := g.throttled(t)
+	var best float64
+	for i := 0; i < 3; i++ {
+		got := share(1500 * time.Millisecond)
 		t.Logf("busy share at a 20%% quota: %.1f%%", got*100)
+		if got > 0.25 {
+			t.Errorf("busy share %.1f%% above the 20%% quota (+5 points)", got*100)
+		}
+		best = max(best, got)
+		if best >= 0.15 {
+			break
+		}
 	}
-	if err := s.SetLimits("i-burn", Limits{CPUMilli: 600, MemoryBytes: 96 << 20}); err != nil {
+	if best < 0.15 {
+		t.Errorf("busy share at a 20%% quota never reached 15%% (best %.1f%%)", best*100)
+	}
+	if g.throttled(t) == throttled0 {
+		t.Error("the cgroup was never throttled at a 20% quota")
+	}
+	// Lift the quota at run time: throttling stops.
+	if err := s.SetLimits("i-burn", Limits{MemoryBytes: 96 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	if l, err := s.Limits("i-burn"); err != nil || l.CPUMilli != 600 {
+	if l, err := s.Limits("i-burn"); err != nil || l.CPUMilli != 0 {
 		t.Fatalf("limits after SetLimits: %+v, %v", l, err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if got := share(2 * time.Second); got < 0.40 {
-		t.Errorf("busy share after raising the quota to 60%%: %.1f%%, want above 40%%", got*100)
-	} else {
-		t.Logf("busy share at a 60%% quota: %.1f%%", got*100)
+	throttled1 := g.throttled(t)
+	t.Logf("busy share without a quota: %.1f%%", share(1500*time.Millisecond)*100)
+	if n := g.throttled(t); n != throttled1 {
+		t.Errorf("throttled %d more times after the quota was lifted", n-throttled1)
 	}
 	// The self test ends with a power-off.
 	e := exits.next(t, 20*time.Second)
@@ -407,3 +444,20 @@ func TestStartFailureReported(t *testing.T) {
 	}
 }
 
+// throttled returns how many scheduler periods the group was throttled in
+// (cpu.stat's nr_throttled, under v1 and v2 alike).
+func (g cgroup) throttled(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(g.CPUDir, "cpu.stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "nr_throttled "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	t.Fatalf("no nr_throttled in cpu.stat:\n%s", b)
+	return 0
+}
