@@ -96,9 +96,9 @@ type Supervisor struct {
 // instance is one VMM under watch.
 type instance struct {
 	dir    string
-	client *api.Client
-	away   bool   // ended before this supervisor adopted it
-	note   string // overrides the classified reason (set before the watcher starts)
+	client *api.Client // set at creation, never changed
+	away   bool        // ended before this supervisor adopted it
+	note   string      // overrides the classified reason (set before the watcher starts)
 
 	mu       sync.Mutex
 	rec      record
@@ -165,8 +165,26 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec) (Info, error) {
 		return Info{}, ErrClosed
 	}
 	dir := filepath.Join(s.cfg.RunDir, spec.ID)
-	// Mkdir is atomic: of two concurrent Starts of one ID, one fails here.
+	// Reserve the ID first, so neither a concurrent Start nor Adopt
+	// (which skips known IDs) touches the directory being set up.
+	in := &instance{dir: dir, done: make(chan struct{}), rec: record{ID: spec.ID, Spec: spec},
+		client: api.NewClient(filepath.Join(dir, apiSockName))}
+	s.mu.Lock()
+	if _, ok := s.insts[spec.ID]; ok {
+		s.mu.Unlock()
+		return Info{}, fmt.Errorf("start %s: %w", spec.ID, ErrExists)
+	}
+	s.insts[spec.ID] = in
+	s.mu.Unlock()
+	unreserve := func() {
+		s.mu.Lock()
+		delete(s.insts, spec.ID)
+		s.mu.Unlock()
+	}
+	// A directory left from an earlier supervisor belongs to a VMM that
+	// Adopt has not taken over yet.
 	if err := os.Mkdir(dir, 0o700); err != nil {
+		unreserve()
 		if errors.Is(err, os.ErrExist) {
 			return Info{}, fmt.Errorf("start %s: %w", spec.ID, ErrExists)
 		}
@@ -186,6 +204,7 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec) (Info, error) {
 	fail := func(err error) (Info, error) {
 		rec.Cgroup.remove()
 		os.RemoveAll(dir)
+		unreserve()
 		return Info{}, fmt.Errorf("start %s: %w", spec.ID, err)
 	}
 	// A unix socket path must fit sun_path (108 bytes with the NUL).
@@ -232,10 +251,9 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec) (Info, error) {
 	// (which also serves adopted VMMs), so exec's own handle is released.
 	cmd.Process.Release()
 	rec.WrapperPID, rec.WrapperTime = pid, st.start
-	in := &instance{dir: dir, rec: rec, client: api.NewClient(rec.APISock), done: make(chan struct{})}
-	s.mu.Lock()
-	s.insts[spec.ID] = in
-	s.mu.Unlock()
+	in.mu.Lock()
+	in.rec = rec
+	in.mu.Unlock()
 	s.wg.Add(1)
 	go s.watch(in)
 

@@ -353,9 +353,12 @@ func TestCPUQuotaHoldsBurningGuest(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	_, err = s.Start(ctx, Spec{ID: "i-burn", Kernel: vmmtest.Bin(t, "testguest.elf"), VCPUs: 1, MemoryMiB: 32,
+	info, err := s.Start(ctx, Spec{ID: "i-burn", Kernel: vmmtest.Bin(t, "testguest.elf"), VCPUs: 1, MemoryMiB: 32,
 		Cmdline: "selftest burn=0:8", Limits: &Limits{CPUMilli: 200, MemoryBytes: 96 << 20}})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitConsole(info.ConsoleLog, "gureum-testguest: ready", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	busy := func() (uint64, time.Time) {
