@@ -46,8 +46,8 @@ func (e *FetchError) Error() string {
 		strings.Join(e.Packages, " "), e.Detail)
 }
 
-// debPackage is one Debian binary package at an exact version.
-type debPackage struct {
+// Package is one Debian binary package at an exact version.
+type Package struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 }
@@ -106,7 +106,7 @@ func (e *toolError) Unwrap() error { return e.err }
 // candidates returns, for each name, the version apt would install and
 // that version's control fields. One apt-cache call answers for all names
 // (each call reads all of apt's lists, which takes a second or two).
-func candidates(ctx context.Context, names ...string) (map[string]debPackage, map[string]map[string]string, error) {
+func candidates(ctx context.Context, names ...string) (map[string]Package, map[string]map[string]string, error) {
 	args := append([]string{"show", "--no-all-versions"}, names...)
 	out, err := runTool(ctx, "", []string{"LC_ALL=C"}, "apt-cache", args...)
 	var te *toolError
@@ -118,7 +118,7 @@ func candidates(ctx context.Context, names ...string) (map[string]debPackage, ma
 	if err != nil {
 		return nil, nil, fmt.Errorf("look up packages %s: %w", strings.Join(names, " "), err)
 	}
-	pkgs := map[string]debPackage{}
+	pkgs := map[string]Package{}
 	fields := map[string]map[string]string{}
 	for _, stanza := range strings.Split(string(out), "\n\n") {
 		f := controlFields([]byte(stanza))
@@ -129,7 +129,7 @@ func candidates(ctx context.Context, names ...string) (map[string]debPackage, ma
 		if _, seen := fields[name]; seen {
 			continue
 		}
-		pkgs[name] = debPackage{Name: name, Version: f["Version"]}
+		pkgs[name] = Package{Name: name, Version: f["Version"]}
 		fields[name] = f
 	}
 	for _, n := range names {
@@ -182,7 +182,7 @@ func kernelDependency(meta string, fields map[string]string) (string, error) {
 
 // downloadPackages fetches the exact versions into dir and returns each
 // package's .deb path by name.
-func downloadPackages(ctx context.Context, dir string, pkgs []debPackage) (map[string]string, error) {
+func downloadPackages(ctx context.Context, dir string, pkgs []Package) (map[string]string, error) {
 	args := []string{"download"}
 	if os.Geteuid() == 0 {
 		// As root apt drops to the _apt user to download, which cannot

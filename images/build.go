@@ -56,23 +56,23 @@ type Options struct {
 
 // Kernel is one flavour's output.
 type Kernel struct {
-	Flavour   string     `json:"flavour"`
-	Package   debPackage `json:"package"`
-	Release   string     `json:"release"`   // uname -r, e.g. 6.1.0-56-cloud-amd64
-	Vmlinuz   string     `json:"vmlinuz"`   // path of the bzImage
-	Initramfs string     `json:"initramfs"` // path of the uncompressed newc cpio
-	Modules   []string   `json:"modules"`   // the initramfs's modules, in load order
+	Flavour   string   `json:"flavour"`
+	Package   Package  `json:"package"`
+	Release   string   `json:"release"`   // uname -r, e.g. 6.1.0-56-cloud-amd64
+	Vmlinuz   string   `json:"vmlinuz"`   // path of the bzImage
+	Initramfs string   `json:"initramfs"` // path of the uncompressed newc cpio
+	Modules   []string `json:"modules"`   // the initramfs's modules, in load order
 }
 
 // Image is a finished build in the cache.
 type Image struct {
-	Dir         string       `json:"-"`   // CACHE/KEY
-	Key         string       `json:"key"` // hash of every input
-	Cached      bool         `json:"-"`   // true when no build was needed
-	Kernels     []Kernel     `json:"kernels"`
-	RootDisk    string       `json:"root_disk"` // path of the ext4 image
-	Packages    []debPackage `json:"packages"`  // every package used, exact versions
-	MkfsVersion string       `json:"mkfs_version"`
+	Dir         string    `json:"-"`   // CACHE/KEY
+	Key         string    `json:"key"` // hash of every input
+	Cached      bool      `json:"-"`   // true when no build was needed
+	Kernels     []Kernel  `json:"kernels"`
+	RootDisk    string    `json:"root_disk"` // path of the ext4 image
+	Packages    []Package `json:"packages"`  // every package used, exact versions
+	MkfsVersion string    `json:"mkfs_version"`
 }
 
 // Kernel returns the output of the named flavour.
@@ -88,10 +88,10 @@ func (im *Image) Kernel(flavour string) (Kernel, bool) {
 // plan is what a build will use, known before anything is downloaded.
 type plan struct {
 	flavours []Flavour
-	kernels  []debPackage // one per flavour
-	busybox  debPackage
-	e2fs     []debPackage // empty when the host's tools are used
-	host     e2fsTools    // valid when e2fs is empty
+	kernels  []Package // one per flavour
+	busybox  Package
+	e2fs     []Package // empty when the host's tools are used
+	host     e2fsTools // valid when e2fs is empty
 	sizeMiB  int
 	epoch    int64
 }
@@ -161,7 +161,7 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 		return nil, cacheErr(out, err)
 	}
 
-	all := append(append([]debPackage{p.busybox}, p.kernels...), p.e2fs...)
+	all := append(append([]Package{p.busybox}, p.kernels...), p.e2fs...)
 	prog.step("downloading %d packages", len(all))
 	debDir := filepath.Join(work, "debs")
 	if err := os.Mkdir(debDir, 0o755); err != nil {

@@ -52,7 +52,7 @@ func loadBusybox(ctx context.Context, file string) (*busybox, error) {
 
 // buildKernel unpacks one kernel package, copies its vmlinuz to
 // out/vmlinuz-FLAVOUR and writes out/initramfs-FLAVOUR.cpio.
-func buildKernel(ctx context.Context, prog *progress, f Flavour, pkg debPackage, deb string, bb *busybox, work, out string, epoch int64) (Kernel, error) {
+func buildKernel(ctx context.Context, prog *progress, f Flavour, pkg Package, deb string, bb *busybox, work, out string, epoch int64) (Kernel, error) {
 	k := Kernel{Flavour: f.Name, Package: pkg}
 	prog.step("unpacking %s %s", pkg.Name, pkg.Version)
 	dir := filepath.Join(work, "kernel-"+f.Name)

@@ -32,10 +32,10 @@ build. See docs/images.md.`,
 				return err
 			}
 			for _, k := range im.Kernels {
-				fmt.Printf("%s kernel:    %s (%s)\n", k.Flavour, k.Vmlinuz, k.Release)
-				fmt.Printf("%s initramfs: %s\n", k.Flavour, k.Initramfs)
+				fmt.Printf("%-18s %s (%s)\n", k.Flavour+" kernel:", k.Vmlinuz, k.Release)
+				fmt.Printf("%-18s %s\n", k.Flavour+" initramfs:", k.Initramfs)
 			}
-			fmt.Printf("root disk:         %s\n", im.RootDisk)
+			fmt.Printf("%-18s %s\n", "root disk:", im.RootDisk)
 			return nil
 		},
 	}
