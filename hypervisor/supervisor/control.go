@@ -56,11 +56,15 @@ func (s *Supervisor) action(ctx context.Context, id string, r api.ActionRequest)
 }
 
 // Shutdown asks the guest to power off (Ctrl-Alt-Del) and has the VMM stop
-// it anyway after deadline. It returns once the VMM accepted the request;
-// the end (EndPoweroff, or EndStopped after the deadline) comes through
-// OnExit.
+// it anyway after deadline (the VMM's default, 10 s, when deadline is not
+// positive). It returns once the VMM accepted the request; the end
+// (EndPoweroff, or EndStopped after the deadline) comes through OnExit.
 func (s *Supervisor) Shutdown(ctx context.Context, id string, deadline time.Duration) error {
-	return s.action(ctx, id, api.ActionRequest{Action: "shutdown", TimeoutMS: max(int(deadline.Milliseconds()), 1)})
+	ms := 0
+	if deadline > 0 {
+		ms = max(int(deadline.Milliseconds()), 1)
+	}
+	return s.action(ctx, id, api.ActionRequest{Action: "shutdown", TimeoutMS: ms})
 }
 
 // Reboot resets the machine in place (same VMM process, same disks).
