@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -463,4 +464,43 @@ func (g cgroup) throttled(t *testing.T) int {
 	}
 	t.Fatalf("no nr_throttled in cpu.stat:\n%s", b)
 	return 0
+}
+
+// TestStartTimeoutKills checks that a VMM whose socket never answers is
+// killed when Start gives up, and leaves nothing behind. The "VMM" is a
+// script that sleeps, so this needs root and cgroups but not KVM.
+func TestStartTimeoutKills(t *testing.T) {
+	requireCgroups(t)
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake-vmm")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{RunDir: filepath.Join(dir, "run"), VMM: fake, CgroupNested: true, StartTimeout: 300 * time.Millisecond,
+		CgroupName: fmt.Sprintf("gureum-test-%d-timeout", os.Getpid())}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpuParent, memParent := s.CgroupParents()
+	defer func() {
+		s.Close()
+		os.Remove(cpuParent)
+		os.Remove(memParent)
+	}()
+	_, err = s.Start(context.Background(), Spec{ID: "i-mute", Kernel: "/k", VCPUs: 1, MemoryMiB: 16})
+	if err == nil || !strings.Contains(err.Error(), "not ready") || !strings.Contains(err.Error(), "SIGKILL") {
+		t.Fatalf("Start of a VMM that never answers: %v", err)
+	}
+	if ents, _ := os.ReadDir(cfg.RunDir); len(ents) != 0 {
+		t.Errorf("run directory not empty: %v", ents)
+	}
+	for _, d := range s.cg.group("i-mute").dirs() {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup %s left behind", d)
+		}
+	}
+	if _, err := s.Get("i-mute"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after a failed Start: %v", err)
+	}
 }
