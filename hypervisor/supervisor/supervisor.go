@@ -260,7 +260,12 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec) (Info, error) {
 	if err := s.awaitReady(ctx, in); err != nil {
 		// Make sure it ends, then report how.
 		s.killInstance(in)
-		<-in.done
+		select {
+		case <-in.done:
+		case <-s.ctx.Done():
+			// Closed meanwhile: the watcher stopped and will not report.
+			return Info{}, fmt.Errorf("start %s: %w (%w)", spec.ID, err, ErrClosed)
+		}
 		e := in.exit
 		msg := fmt.Sprintf("%v (VMM ended: %s: %s)", err, e.Kind, e.Reason)
 		if t := lastLine(e.LogTail); t != "" {
