@@ -33,6 +33,17 @@ var (
 	_ storage.Resizer    = (*Disk)(nil)
 )
 
+// init registers raw as the fallback format of storage.Open: a file that
+// no other format recognises is raw, since raw has no header to probe.
+func init() {
+	storage.RegisterFormat(storage.Format{
+		Name: "raw",
+		Open: func(path string, opts storage.OpenOptions) (storage.Disk, error) {
+			return Open(path, opts.ReadOnly)
+		},
+	})
+}
+
 // Create makes a new sparse raw file of size bytes. It fails if path exists.
 func Create(path string, size int64) error {
 	if size < 0 {
