@@ -28,6 +28,7 @@ func newRootCommand() *cobra.Command {
 		Run:   func(cmd *cobra.Command, args []string) { fmt.Println("gureum", version) },
 	})
 	root.AddCommand(newVMMCommand())
+	root.AddCommand(newDiskCommand())
 	root.AddCommand(newImageCommand())
 	return root
 }

@@ -117,10 +117,10 @@ func chainOf(t testing.TB, image string) []string {
 	return files
 }
 
-func openTestStore(t testing.TB, drives Drives) (*Store, string) {
+func openTestStore(t testing.TB, drives Drives, images Images) (*Store, string) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := Open(dir, Options{Images: testImages, Drives: drives})
+	s, err := Open(dir, Options{Images: images, Drives: drives})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,11 @@ const mib = 1 << 20
 // snapshot still reads exactly what it did.
 func TestSnapshotChainsStayByteIdentical(t *testing.T) {
 	needQemu(t)
-	s, _ := openTestStore(t, nil)
+	forEachBackend(t, testSnapshotChains)
+}
+
+func testSnapshotChains(t *testing.T, images Images) {
+	s, _ := openTestStore(t, nil, images)
 	v, err := s.CreateVolume(CreateVolumeRequest{Spec: Spec{SizeGiB: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -298,8 +302,12 @@ func (f fakeDrives) Drive(instanceID, device string) (LiveDrive, error) {
 // its drive, and deletes a snapshot whose child is the running top.
 func TestLiveVolume(t *testing.T) {
 	needQemu(t)
+	forEachBackend(t, testLiveVolume)
+}
+
+func testLiveVolume(t *testing.T, images Images) {
 	drives := fakeDrives{}
-	s, _ := openTestStore(t, drives)
+	s, _ := openTestStore(t, drives, images)
 	v, err := s.CreateVolume(CreateVolumeRequest{Spec: Spec{SizeGiB: 1}})
 	if err != nil {
 		t.Fatal(err)

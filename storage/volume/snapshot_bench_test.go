@@ -17,7 +17,7 @@ func BenchmarkCreateSnapshot(b *testing.B) {
 	needQemu(b)
 	for _, sizeGiB := range []int64{10, 1024} {
 		b.Run(fmt.Sprintf("%dGiB", sizeGiB), func(b *testing.B) {
-			s, _ := openTestStore(b, nil)
+			s, _ := openTestStore(b, nil, testImages)
 			v, err := s.CreateVolume(CreateVolumeRequest{Spec: Spec{SizeGiB: sizeGiB}})
 			if err != nil {
 				b.Fatal(err)

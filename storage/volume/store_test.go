@@ -80,7 +80,7 @@ func TestTransitions(t *testing.T) {
 
 func TestVolumeLifecycle(t *testing.T) {
 	needQemu(t)
-	s, dir := openTestStore(t, nil)
+	s, dir := openTestStore(t, nil, testImages)
 	v, err := s.CreateVolume(CreateVolumeRequest{Spec: Spec{Type: IO2, SizeGiB: 8, IOPS: 1000}})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestVolumeLifecycle(t *testing.T) {
 // TestRecovery fakes a crash in the middle of a snapshot and of a create.
 func TestRecovery(t *testing.T) {
 	needQemu(t)
-	s, dir := openTestStore(t, nil)
+	s, dir := openTestStore(t, nil, testImages)
 	v, err := s.CreateVolume(CreateVolumeRequest{Spec: Spec{SizeGiB: 1}})
 	if err != nil {
 		t.Fatal(err)
