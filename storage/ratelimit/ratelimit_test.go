@@ -158,3 +158,28 @@ func TestBackwardsClock(t *testing.T) {
 		t.Fatal("clock going backwards refilled the bucket")
 	}
 }
+
+// TestIdleSavesAtMostOneBurst lets a drive idle for a minute between
+// greedy phases: the pause must not buy more than one burst.
+func TestIdleSavesAtMostOneBurst(t *testing.T) {
+	const rate, burst = 1000, 200
+	l := New(Limits{OpsPerSecond: rate, OpsBurst: burst}, t0)
+	var times []time.Time
+	now := t0
+	for phase := 0; phase < 3; phase++ {
+		end := now.Add(time.Second)
+		for now.Before(end) {
+			if ok, at := l.Admit(now, 0); ok {
+				times = append(times, now)
+			} else {
+				now = at
+			}
+		}
+		now = now.Add(time.Minute) // idle
+	}
+	for _, w := range []time.Duration{time.Millisecond, 50 * time.Millisecond, time.Second} {
+		if got, limit := maxInWindow(times, w), burst+rate*w.Seconds()+1; float64(got) > limit {
+			t.Errorf("%d ops in a %v window after idling, limit %v", got, w, limit)
+		}
+	}
+}
