@@ -33,8 +33,12 @@ func TestConformance(t *testing.T) {
 	t.Run("512-tiny-cache", func(t *testing.T) {
 		storagetest.Run(t, format(qcow2.CreateOptions{ClusterSize: 512, RefcountBits: 8}, 4096))
 	})
-	t.Run("4K-refcount1", func(t *testing.T) { storagetest.Run(t, format(qcow2.CreateOptions{ClusterSize: 4096, RefcountBits: 1}, 0)) })
-	t.Run("2M-refcount64", func(t *testing.T) { storagetest.Run(t, format(qcow2.CreateOptions{ClusterSize: 2 << 20, RefcountBits: 64}, 0)) })
+	t.Run("4K-refcount1", func(t *testing.T) {
+		storagetest.Run(t, format(qcow2.CreateOptions{ClusterSize: 4096, RefcountBits: 1}, 0))
+	})
+	t.Run("2M-refcount64", func(t *testing.T) {
+		storagetest.Run(t, format(qcow2.CreateOptions{ClusterSize: 2 << 20, RefcountBits: 64}, 0))
+	})
 }
 
 // TestConformanceBackingChain runs the suite on the top of a chain

@@ -47,6 +47,8 @@ type Options struct {
 	// CacheBytes bounds the memory of each metadata cache (L2 tables and
 	// refcount blocks); 0 means 4 MiB each.
 	CacheBytes int
+	// noBacking skips opening the backing file (Check needs none).
+	noBacking bool
 }
 
 // Image is an open qcow2 image. It is safe for concurrent use.
@@ -193,7 +195,7 @@ func openFile(f *os.File, path string, opts Options) (*Image, error) {
 	n := cacheBytes / int(img.clusterSize)
 	img.l2Cache = newTableCache(n, img.writeBackL2)
 	img.refCache = newTableCache(n, img.writeTable)
-	if h.backingFile != "" {
+	if h.backingFile != "" && !opts.noBacking {
 		resolve := opts.Backing
 		if resolve == nil {
 			resolve = storage.DefaultBacking
