@@ -64,11 +64,13 @@ fi
 exec /bin/busybox switch_root /newroot /sbin/init
 `
 
-// rootInittab makes busybox init run /etc/rc at boot and power off on
-// Ctrl-Alt-Del (which the VMM's shutdown action presses).
+// rootInittab makes busybox init run /etc/rc at boot, power off on
+// Ctrl-Alt-Del (which the VMM's shutdown action presses), and remount
+// everything read-only before it powers off or reboots, so no write is
+// still in flight when the disk goes away.
 const rootInittab = `::sysinit:/etc/rc
 ::ctrlaltdel:/bin/poweroff
-::shutdown:/bin/sync
+::shutdown:/bin/umount -a -r
 `
 
 // rootRC is the root disk's boot script. It reads its orders from the
@@ -78,6 +80,8 @@ const rootInittab = `::sysinit:/etc/rc
 //	gureum.write=WORD   write WORD to /root/written and sync
 //	gureum.then=ACTION  poweroff or reboot once ready; otherwise keep
 //	                    running until Ctrl-Alt-Del
+//	gureum.printk=N     console log level from here on (e.g. 8 to see
+//	                    what the kernel does at reboot)
 //
 // and reports one "gureum-guest: ready ..." line with what the tests check.
 const rootRC = `#!/bin/sh
@@ -91,6 +95,7 @@ for a in $(cat /proc/cmdline); do
 	gureum.gw=*) GW=${a#*=};;
 	gureum.write=*) WRITE=${a#*=};;
 	gureum.then=*) THEN=${a#*=};;
+	gureum.printk=*) echo "${a#*=}" > /proc/sys/kernel/printk;;
 	esac
 done
 ip link set lo up
@@ -179,7 +184,7 @@ func buildRootDisk(busybox, img string, mib int) error {
 	// busybox --install would need to run busybox; the applets we use
 	// are linked by hand.
 	for _, a := range []string{"sh", "mount", "umount", "ip", "httpd", "cat", "grep", "awk", "echo",
-		"sync", "poweroff", "reboot", "halt", "uname", "sleep", "ls", "ps", "dmesg", "init"} {
+		"sync", "usleep", "poweroff", "reboot", "halt", "uname", "sleep", "ls", "ps", "dmesg", "init"} {
 		if err := os.Symlink("busybox", filepath.Join(tree, "bin", a)); err != nil {
 			return err
 		}

@@ -58,6 +58,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+# devtmpfs has no /dev/stdout and friends (udev makes them elsewhere);
+# without them a program opening /dev/stdout would create a plain file.
+ln -s /proc/self/fd /dev/fd
+for i in 0:stdin 1:stdout 2:stderr; do ln -s /proc/self/fd/${i%%:*} /dev/${i#*:}; done
 up() { cut -d' ' -f1 /proc/uptime; }
 echo "gureum-l1: init uptime=$(up)"
 for m in $(cat /modules.load); do

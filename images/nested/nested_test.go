@@ -1,0 +1,108 @@
+package nested
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nestedTimeout bounds one L1 run from QEMU start to power-off. A full
+// run takes about two minutes on an idle 2-core machine (docs/nested.md).
+const nestedTimeout = 8 * time.Minute
+
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("GUREUM_REQUIRE_KVM") == "1" {
+		t.Fatalf("GUREUM_REQUIRE_KVM=1 but %s", why)
+	}
+	t.Skip(why + ": skipping")
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// TestNestedLinuxGuests runs the Linux-guest tests (vmm/linuxtest) inside
+// L1, a Linux under QEMU TCG with an emulated SVM CPU, and reports each of
+// them here as a subtest with its output. On a machine with hardware KVM
+// it skips: vmm/linuxtest runs there directly.
+func TestNestedLinuxGuests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the nested host takes minutes: skipped with -short")
+	}
+	if HardwareKVM() {
+		t.Skip("/dev/kvm has hardware virtualization: vmm/linuxtest runs the Linux guests directly")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "apt-get", "dpkg-deb", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			skipOrFail(t, tool+" not found (apt packages qemu-system-x86, e2fsprogs)")
+		}
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	host, err := Prepare(ctx, HostConfig{
+		RepoRoot:    repoRoot(),
+		Cache:       Cache{Dir: DefaultCacheDir()},
+		Dir:         dir,
+		Flavours:    []string{"cloud", "generic"},
+		TestPackage: "./vmm/linuxtest",
+		TestRun:     os.Getenv("GUREUM_NESTED_RUN"),
+		TestTimeout: nestedTimeout - time.Minute,
+	}, t.Logf)
+	if err != nil {
+		t.Fatalf("prepare the nested host: %v", err)
+	}
+	var console *os.File
+	if os.Getenv("GUREUM_NESTED_CONSOLE") == "1" {
+		console = os.Stderr
+	}
+	cfg := RunConfig{Kernel: host.L1Kernel, Initrd: host.L1Initrd, Dir: dir, Timeout: nestedTimeout}
+	if console != nil {
+		cfg.Console = console
+	}
+	runs, err := RunL1WithRetry(ctx, cfg, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runs[0]
+	results := ParseTestOutput(TestSection(r.Console))
+	for _, res := range results {
+		t.Run(res.Name, func(t *testing.T) {
+			switch res.Status {
+			case "PASS":
+				t.Logf("passed in L1 (%s)", res.Elapsed)
+			case "SKIP":
+				t.Skipf("skipped in L1:\n%s", res.Output)
+			case "FAIL":
+				t.Fatalf("failed in L1 (%s):\n%s", res.Elapsed, res.Output)
+			default:
+				t.Fatalf("no result in L1 (%s):\n%s", r.Summary(), res.Output)
+			}
+		})
+	}
+	if !r.Ended || r.Status != 0 || len(results) == 0 {
+		msg := "L1 run: " + r.Summary()
+		if len(results) == 0 {
+			msg += "; no tests reported"
+		}
+		if r.Registers != "" {
+			msg += "\nL1 registers (QEMU monitor):\n" + r.Registers
+		}
+		t.Fatalf("%s\nL1 console:\n%s", msg, tail(r.Console, 200))
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = append([]string{"[...]"}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
