@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -203,5 +204,85 @@ func TestParseSize(t *testing.T) {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
+	}
+}
+
+// damage edits a qcow2 file in place: it appends one cluster whose
+// refcount it sets to 1 with no reference (a leak, as a crash leaves),
+// and, if corrupt, points L1[0] past the end of the file.
+func damage(t *testing.T, path string, corrupt bool) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	be := binary.BigEndian
+	var hdr [72]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	clusterSize := int64(1) << be.Uint32(hdr[20:])
+	l1Off := int64(be.Uint64(hdr[40:]))
+	refTableOff := int64(be.Uint64(hdr[48:]))
+	st, _ := f.Stat()
+	leaked := (st.Size() + clusterSize - 1) / clusterSize
+	if err := f.Truncate((leaked + 1) * clusterSize); err != nil {
+		t.Fatal(err)
+	}
+	var ent [8]byte
+	if _, err := f.ReadAt(ent[:], refTableOff); err != nil {
+		t.Fatal(err)
+	}
+	block := int64(be.Uint64(ent[:]))
+	var one [2]byte // 16-bit refcounts, the default
+	be.PutUint16(one[:], 1)
+	if _, err := f.WriteAt(one[:], block+2*leaked); err != nil {
+		t.Fatal(err)
+	}
+	if corrupt {
+		be.PutUint64(ent[:], 1<<63|uint64(1<<40))
+		if _, err := f.WriteAt(ent[:], l1Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDiskCheck(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "a.qcow2")
+	mustRun(t, "disk", "create", img, "8M")
+	writeAt(t, img, []byte("data"), 0)
+	if out := mustRun(t, "disk", "check", img); !strings.Contains(out, "no errors found") {
+		t.Errorf("check of a clean image:\n%s", out)
+	}
+	rawImg := filepath.Join(dir, "b.raw")
+	mustRun(t, "disk", "create", "-f", "raw", rawImg, "1M")
+	if out := mustRun(t, "disk", "check", rawImg); !strings.Contains(out, "raw image") {
+		t.Errorf("check of a raw image:\n%s", out)
+	}
+
+	damage(t, img, false)
+	if _, err := runGureum(t, "disk", "check", img); err == nil || !strings.Contains(err.Error(), "1 leaked cluster") {
+		t.Fatalf("check of a leaky image: %v", err)
+	}
+	if haveQemuImg(t) {
+		if err := exec.Command("qemu-img", "check", img).Run(); err == nil {
+			t.Fatal("qemu-img sees no leak: the test damaged nothing")
+		}
+	}
+	if out := mustRun(t, "disk", "check", "--repair", img); !strings.Contains(out, "freed 1 leaked") {
+		t.Errorf("repair:\n%s", out)
+	}
+	mustRun(t, "disk", "check", img)
+	if haveQemuImg(t) {
+		if out, err := exec.Command("qemu-img", "check", img).CombinedOutput(); err != nil {
+			t.Errorf("qemu-img check after repair: %v\n%s", err, out)
+		}
+	}
+
+	damage(t, img, true)
+	if _, err := runGureum(t, "disk", "check", "--repair", img); err == nil || !strings.Contains(err.Error(), "L1") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("check of an image whose L1 points past its end: %v, want a one-line error naming L1", err)
 	}
 }
