@@ -191,6 +191,7 @@ func (c *checker) wantCopied(ent, host uint64, what string) {
 func (c *checker) compare() (map[uint64]uint32, error) {
 	img := c.img
 	leaks := make(map[uint64]uint32)
+	scanned := make(map[uint64]bool) // refcount blocks compared so far
 	covered := uint64(len(img.refTable)) * img.refPerBlock
 	last := max(covered, uint64(len(c.refs)))
 	for cl := uint64(0); cl < last; cl++ {
@@ -200,10 +201,15 @@ func (c *checker) compare() (map[uint64]uint32, error) {
 			if err != nil {
 				return nil, err
 			}
-			if t == nil && cl >= uint64(len(c.refs)) {
-				// No block and past the file: nothing to compare here.
+			if cl >= uint64(len(c.refs)) && (t == nil || scanned[t.offset]) {
+				// Past the file there are no references: a missing block
+				// has nothing to compare, and a block met twice is already
+				// reported as an overlap.
 				cl = (cl/img.refPerBlock+1)*img.refPerBlock - 1
 				continue
+			}
+			if t != nil && cl%img.refPerBlock == 0 {
+				scanned[t.offset] = true
 			}
 			if t != nil {
 				rc = getRefcountEntry(t.data, cl%img.refPerBlock, img.refOrder)
