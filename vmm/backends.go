@@ -6,7 +6,9 @@ import (
 
 	"gureum/network/tap"
 	"gureum/storage"
-	"gureum/storage/raw"
+	// Disk formats register themselves with storage.Open.
+	_ "gureum/storage/qcow2"
+	_ "gureum/storage/raw"
 	virtionet "gureum/vmm/virtio/net"
 )
 
@@ -26,7 +28,7 @@ func openBackends(cfg Config) (b *backends, err error) {
 		}
 	}()
 	for i, d := range cfg.Disks {
-		disk, err := raw.Open(d.Path, d.ReadOnly)
+		disk, err := storage.Open(d.Path, storage.OpenOptions{ReadOnly: d.ReadOnly})
 		if err != nil {
 			return nil, fmt.Errorf("disk %d: %w", i, err)
 		}
