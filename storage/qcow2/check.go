@@ -3,7 +3,6 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 )
 
 // CheckResult is what Check found.
@@ -254,18 +253,4 @@ func (c *checker) fixLeaks(leaks map[uint64]uint32) error {
 		return err
 	}
 	return img.sync()
-}
-
-// Probe reports whether the file at path starts with the qcow2 magic.
-func Probe(path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	var b [4]byte
-	if _, err := f.ReadAt(b[:], 0); err != nil {
-		return false, nil
-	}
-	return binary.BigEndian.Uint32(b[:]) == magic, nil
 }

@@ -50,8 +50,9 @@ const (
 	incompatCompression = 1 << 3 // compression_type field is not zlib
 	incompatExtendedL2  = 1 << 4 // 128-bit L2 entries with subclusters
 	incompatKnown       = incompatDirty | incompatCorrupt | incompatDataFile | incompatCompression | incompatExtendedL2
-
-	compatLazyRefcounts = 1 << 0
+	// Compatible bit 0 (lazy refcounts) lets a writer skip refcount
+	// updates until close; we always keep refcounts exact, which the bit
+	// permits, so it needs no handling.
 )
 
 // Header extension types.

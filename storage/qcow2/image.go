@@ -245,7 +245,7 @@ func (img *Image) checkPointer(off uint64, reservedSet bool, fileSize int64) err
 	if off&(img.clusterSize-1) != 0 {
 		return fmt.Errorf("offset %#x is not cluster aligned", off)
 	}
-	if off >= uint64(fileSize) && off>>img.clusterBits >= img.endCluster {
+	if off >= uint64(fileSize) {
 		return fmt.Errorf("offset %#x is past the end of the file", off)
 	}
 	return nil

@@ -52,7 +52,7 @@ func (img *Image) writeChunk(p []byte, off uint64) error {
 		return nil
 	}
 	defer img.mu.Unlock()
-	return img.allocateAndWrite(t, idx, ent, p, off)
+	return img.allocateAndWrite(ent, p, off)
 }
 
 // inPlace reports whether an L2 entry names a plain cluster with refcount
@@ -66,7 +66,7 @@ func inPlace(ent uint64) bool {
 // entry at it. Order: refcount (allocClusters), data, then the entry; the
 // old host cluster is freed only after the next flush made the new entry
 // durable. The caller holds mu.
-func (img *Image) allocateAndWrite(t *cachedTable, idx, ent uint64, p []byte, off uint64) error {
+func (img *Image) allocateAndWrite(ent uint64, p []byte, off uint64) error {
 	cs := img.clusterSize
 	inCluster := off & (cs - 1)
 	buf := p
@@ -85,8 +85,8 @@ func (img *Image) allocateAndWrite(t *cachedTable, idx, ent uint64, p []byte, of
 		// The cluster stays counted but unused: a leak, not corruption.
 		return fmt.Errorf("write data cluster: %w", err)
 	}
-	// The table may have been evicted while allocating; fetch it again.
-	t, idx, err = img.l2TableFor(off, true)
+	// Fetch the table only now: allocating may have evicted it.
+	t, idx, err := img.l2TableFor(off, true)
 	if err != nil {
 		return err
 	}
