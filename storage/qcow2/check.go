@@ -191,6 +191,7 @@ func (c *checker) compare() (map[uint64]uint32, error) {
 	img := c.img
 	leaks := make(map[uint64]uint32)
 	scanned := make(map[uint64]bool) // refcount blocks compared so far
+	dup := false                     // the current block was compared before
 	covered := uint64(len(img.refTable)) * img.refPerBlock
 	last := max(covered, uint64(len(c.refs)))
 	for cl := uint64(0); cl < last; cl++ {
@@ -200,15 +201,16 @@ func (c *checker) compare() (map[uint64]uint32, error) {
 			if err != nil {
 				return nil, err
 			}
-			if cl >= uint64(len(c.refs)) && (t == nil || scanned[t.offset]) {
+			if t != nil && cl%img.refPerBlock == 0 {
+				dup = scanned[t.offset]
+				scanned[t.offset] = true
+			}
+			if cl >= uint64(len(c.refs)) && (t == nil || dup) {
 				// Past the file there are no references: a missing block
 				// has nothing to compare, and a block met twice is already
 				// reported as an overlap.
 				cl = (cl/img.refPerBlock+1)*img.refPerBlock - 1
 				continue
-			}
-			if t != nil && cl%img.refPerBlock == 0 {
-				scanned[t.offset] = true
 			}
 			if t != nil {
 				rc = getRefcountEntry(t.data, cl%img.refPerBlock, img.refOrder)
