@@ -113,6 +113,13 @@ reboot) reboot;;
 esac
 `
 
+// powerOffCGI lets a test power the guest off over HTTP, independently of
+// the keyboard controller: it answers first, then powers off.
+const powerOffCGI = `#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\npowering off\n'
+(sleep 1; poweroff) </dev/null >/dev/null 2>&1 &
+`
+
 // BuildGuest writes a Guest for kernel k into dir: the kernel, an
 // initramfs and a root disk of diskMiB MiB. It needs mkfs.ext4 (e2fsprogs)
 // on the host.
@@ -192,7 +199,10 @@ func buildRootDisk(busybox, img string, mib int) error {
 	if err := os.Symlink("../bin/busybox", filepath.Join(tree, "sbin", "init")); err != nil {
 		return err
 	}
-	files := map[string]string{"etc/inittab": rootInittab, "etc/rc": rootRC}
+	if err := os.MkdirAll(filepath.Join(tree, "www", "cgi-bin"), 0o755); err != nil {
+		return err
+	}
+	files := map[string]string{"etc/inittab": rootInittab, "etc/rc": rootRC, "www/cgi-bin/poweroff": powerOffCGI}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(tree, name), []byte(body), 0o755); err != nil {
 			return err

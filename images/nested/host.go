@@ -90,12 +90,22 @@ func Prepare(ctx context.Context, cfg HostConfig, logf func(string, ...any)) (Ho
 
 	bin := filepath.Join(cfg.Dir, "bin")
 	// Static binaries (CGO_ENABLED=0): L1 has no C library.
-	for _, c := range []struct{ out, pkg string }{
-		{filepath.Join(bin, "gureum-vmm"), "./cmd/gureum-vmm"},
-		{filepath.Join(bin, "gureum"), "./cmd/gureum"},
+	// gureum-vmm is what the tests run; the gureum CLI is only a
+	// convenience for poking at a VMM inside L1, so failing to build it
+	// is logged, not fatal.
+	for _, c := range []struct {
+		out, pkg string
+		needed   bool
+	}{
+		{filepath.Join(bin, "gureum-vmm"), "./cmd/gureum-vmm", true},
+		{filepath.Join(bin, "gureum"), "./cmd/gureum", false},
 	} {
 		if err := goCommand(ctx, cfg.RepoRoot, "build", "-o", c.out, c.pkg); err != nil {
-			return Host{}, err
+			if c.needed {
+				return Host{}, err
+			}
+			logf("L1 goes without %s: %v", filepath.Base(c.out), err)
+			continue
 		}
 		files[filepath.Join(l1BinDir, filepath.Base(c.out))] = c.out
 	}

@@ -1,7 +1,9 @@
 package nested
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,13 +60,10 @@ func TestNestedLinuxGuests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("prepare the nested host: %v", err)
 	}
-	var console *os.File
-	if os.Getenv("GUREUM_NESTED_CONSOLE") == "1" {
-		console = os.Stderr
-	}
 	cfg := RunConfig{Kernel: host.L1Kernel, Initrd: host.L1Initrd, Dir: dir, Timeout: nestedTimeout}
-	if console != nil {
-		cfg.Console = console
+	if testing.Verbose() {
+		// Follow L1 live (go test -v streams it), minus the heartbeat.
+		cfg.Console = &withoutHeartbeat{w: os.Stdout}
 	}
 	runs, err := RunL1WithRetry(ctx, cfg, t.Logf)
 	if err != nil {
@@ -95,6 +94,27 @@ func TestNestedLinuxGuests(t *testing.T) {
 			msg += "\nL1 registers (QEMU monitor):\n" + r.Registers
 		}
 		t.Fatalf("%s\nL1 console:\n%s", msg, tail(r.Console, 200))
+	}
+}
+
+// withoutHeartbeat copies whole lines to w, leaving out L1's heartbeat.
+type withoutHeartbeat struct {
+	w       io.Writer
+	partial []byte
+}
+
+func (h *withoutHeartbeat) Write(p []byte) (int, error) {
+	h.partial = append(h.partial, p...)
+	for {
+		i := bytes.IndexByte(h.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := h.partial[:i+1]
+		if !bytes.HasPrefix(line, []byte(MarkerAlive)) {
+			h.w.Write(line)
+		}
+		h.partial = h.partial[i+1:]
 	}
 }
 
