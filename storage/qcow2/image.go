@@ -352,6 +352,9 @@ func (img *Image) readMapped(p []byte, off, ent uint64) error {
 		return nil
 	case ent&offsetMask != 0:
 		host := ent & offsetMask
+		if err := img.checkDataEntry(ent, off); err != nil {
+			return err
+		}
 		if _, err := img.f.ReadAt(p, int64(host+inCluster)); err != nil {
 			return fmt.Errorf("read data cluster %#x: %w", host, err)
 		}
@@ -359,6 +362,16 @@ func (img *Image) readMapped(p []byte, off, ent uint64) error {
 	default:
 		return img.readBacking(p, off)
 	}
+}
+
+// checkDataEntry refuses an L2 entry whose host offset is not cluster
+// aligned, so that a corrupt table cannot aim I/O into the middle of
+// other clusters.
+func (img *Image) checkDataEntry(ent, off uint64) error {
+	if ent&offsetMask&(img.clusterSize-1) != 0 {
+		return fmt.Errorf("L2 entry %#x for guest offset %#x: host offset not cluster aligned", ent, off)
+	}
+	return nil
 }
 
 // readBacking reads p at off from the backing file; past its end, and

@@ -42,6 +42,10 @@ func (img *Image) writeChunk(p []byte, off uint64) error {
 	}
 	ent := binary.BigEndian.Uint64(t.data[idx*8:])
 	if inPlace(ent) {
+		if err := img.checkDataEntry(ent, off); err != nil {
+			img.mu.Unlock()
+			return err
+		}
 		host := ent&offsetMask + off&(img.clusterSize-1)
 		img.io.RLock()
 		img.mu.Unlock()
