@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -18,7 +21,7 @@ func newDiskCheckCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			path := args[0]
-			isQcow2, err := qcow2.Probe(path)
+			isQcow2, err := hasQcow2Magic(path)
 			if err != nil {
 				return err
 			}
@@ -54,4 +57,19 @@ func newDiskCheckCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&repair, "repair", false, "free leaked clusters")
 	return cmd
+}
+
+// hasQcow2Magic reports whether the file starts with qcow2's magic,
+// "QFI" and 0xfb. Anything else is treated as raw, as Open would.
+func hasQcow2Magic(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("check: %w", err)
+	}
+	defer f.Close()
+	var head [4]byte
+	if _, err := io.ReadFull(f, head[:]); err != nil {
+		return false, nil // shorter than a qcow2 header: raw
+	}
+	return bytes.Equal(head[:], []byte("QFI\xfb")), nil
 }
