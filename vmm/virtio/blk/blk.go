@@ -11,14 +11,26 @@
 // queue, moving data straight between the disk file and guest memory (one
 // pread or pwrite per guest buffer, no copy through a Go buffer), then
 // publishes the used entries and interrupts the driver once per batch.
+//
+// Two run-time abilities serve the storage layer (limits.go):
+//
+//   - I/O limits: a ratelimit.Limiter may refuse a request for now; the
+//     device then holds it, stops taking new ones (so requests complete
+//     in order), and arms a timer that resumes the queue on the event loop.
+//   - Changing the disk under a running guest: SetDisk swaps the backing
+//     disk (attach, detach, switch to a new snapshot top) and Resize
+//     changes the capacity; both raise a configuration-change interrupt
+//     when the size the guest sees changes, and the driver re-reads it.
 package blk
 
 import (
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"gureum/storage"
+	"gureum/storage/ratelimit"
 	"gureum/vmm/guestmem"
 	"gureum/vmm/virtio"
 )
@@ -73,52 +85,83 @@ type Metrics struct {
 	// Errors counts requests that failed (I/O error, out of range,
 	// unsupported) and malformed chains the device refused.
 	Errors uint64
+	// Throttled counts requests the I/O limiter made wait.
+	Throttled uint64
 }
 
 // Device is a virtio-blk device. Its methods are called on the event loop
 // goroutine, except Metrics, which any goroutine may call.
 type Device struct {
-	disk      storage.Disk
+	disk      storage.Disk      // nil: an empty drive slot (capacity 0)
 	discarder storage.Discarder // nil if the disk cannot discard
 	serial    [IDBytes]byte
-	size      int64 // capacity in bytes, a multiple of SectorSize
+	size      int64  // capacity in bytes, a multiple of SectorSize
+	offered   uint64 // feature bits, fixed at New (see Features)
 
 	mem   *guestmem.Memory
 	queue *virtio.Queue
 	irq   virtio.Interrupter
+	loop  virtio.Loop
+
+	// I/O limits (limits.go). held is a popped request the limiter
+	// refused; while it is set the queue is not read further.
+	limiter *ratelimit.Limiter
+	held    *virtio.Chain
+	timer   *time.Timer
+	epoch   uint64 // bumped by Reset: a timer armed before it does nothing
 
 	readOps, readBytes, writeOps, writeBytes atomic.Uint64
-	flushes, discards, errors                atomic.Uint64
+	flushes, discards, errors, throttled     atomic.Uint64
 }
 
 var _ virtio.Device = (*Device)(nil)
 
 // New returns a virtio-blk device over disk. serial is what GET_ID answers
 // (the guest's /sys/block/vdX/serial); it is cut to IDBytes.
+//
+// A nil disk makes an empty drive slot: capacity 0 until SetDisk attaches
+// a disk. Features are negotiated once per driver reset, so they are
+// chosen here and never change: a slot offers discard and write-zeroes
+// (answered UNSUPP if the disk attached later cannot discard) and does not
+// offer read-only (a read-only disk attached later fails writes with
+// IOERR instead).
 func New(disk storage.Disk, serial string) *Device {
-	d := &Device{disk: disk, size: disk.Size() &^ (SectorSize - 1)}
+	d := &Device{}
 	copy(d.serial[:], serial)
+	d.offered = 1<<FeatureSegMax | 1<<FeatureBlkSize | 1<<FeatureFlush
+	if disk == nil {
+		d.offered |= 1<<FeatureDiscard | 1<<FeatureWriteZeroes
+		return d
+	}
+	if disk.ReadOnly() {
+		d.offered |= 1 << FeatureRO
+	}
+	if _, ok := disk.(storage.Discarder); ok && !disk.ReadOnly() {
+		d.offered |= 1<<FeatureDiscard | 1<<FeatureWriteZeroes
+	}
+	d.setDisk(disk)
+	return d
+}
+
+// setDisk points the device at disk (nil: empty) without telling the guest.
+func (d *Device) setDisk(disk storage.Disk) {
+	d.disk, d.discarder, d.size = disk, nil, 0
+	if disk == nil {
+		return
+	}
+	d.size = disk.Size() &^ (SectorSize - 1)
 	if dis, ok := disk.(storage.Discarder); ok && !disk.ReadOnly() {
 		d.discarder = dis
 	}
-	return d
 }
 
 // Type is virtio.IDBlock.
 func (d *Device) Type() uint16 { return virtio.IDBlock }
 
 // Features offers segment and block size hints, flush, read-only for
-// read-only disks, and discard and write-zeroes when the disk can discard.
-func (d *Device) Features() uint64 {
-	f := uint64(1<<FeatureSegMax | 1<<FeatureBlkSize | 1<<FeatureFlush)
-	if d.disk.ReadOnly() {
-		f |= 1 << FeatureRO
-	}
-	if d.discarder != nil {
-		f |= 1<<FeatureDiscard | 1<<FeatureWriteZeroes
-	}
-	return f
-}
+// read-only disks, and discard and write-zeroes when the disk can discard
+// (always for an empty slot; see New).
+func (d *Device) Features() uint64 { return d.offered }
 
 // QueueSizes is one request queue (no multiqueue).
 func (d *Device) QueueSizes() []uint16 { return []uint16{QueueSize} }
@@ -130,7 +173,7 @@ func (d *Device) ReadConfig(offset uint64, data []byte) {
 	le.PutUint64(c[cfgCapacity:], uint64(d.size/SectorSize))
 	le.PutUint32(c[cfgSegMax:], QueueSize-2) // minus header and status
 	le.PutUint32(c[cfgBlkSize:], SectorSize)
-	if d.discarder != nil {
+	if d.offered&(1<<FeatureDiscard) != 0 {
 		le.PutUint32(c[cfgMaxDiscardSectors:], maxDiscardSectors)
 		le.PutUint32(c[cfgMaxDiscardSeg:], maxDiscardSegments)
 		le.PutUint32(c[cfgDiscardAlignment:], discardAlignment)
@@ -157,26 +200,45 @@ func (d *Device) Activate(env virtio.Env, features uint64, queues []*virtio.Queu
 	if env.Mem == nil {
 		return fmt.Errorf("virtio-blk: no guest memory")
 	}
-	d.mem, d.queue, d.irq = env.Mem, queues[0], irq
+	d.mem, d.queue, d.irq, d.loop = env.Mem, queues[0], irq, env.Loop
 	return nil
 }
 
-// Reset forgets the queue; the device is inactive until Activate.
+// Reset forgets the queue; the device is inactive until Activate. A
+// request held back by the limiter is dropped with the ring it came from.
 func (d *Device) Reset() {
-	d.mem, d.queue, d.irq = nil, nil, nil
+	d.mem, d.queue, d.irq, d.loop = nil, nil, nil, nil
+	d.dropHeld()
 }
 
 // Notify runs every request the driver has made available, then
-// interrupts once if the driver wants it.
+// interrupts once if the driver wants it. While a request waits for the
+// limiter the kick is ignored: the limiter's timer resumes the queue.
 func (d *Device) Notify(i int) {
-	q := d.queue
-	if i != 0 || q == nil {
+	if i != 0 || d.queue == nil || d.held != nil {
 		return
 	}
+	d.serve()
+}
+
+// serve runs requests until the ring is empty or the limiter refuses one.
+func (d *Device) serve() {
+	q := d.queue
+	pushed := false
 	for {
-		c, ok, err := q.Pop(d.mem)
-		if !ok {
-			break
+		var c virtio.Chain
+		var err error
+		if d.held != nil {
+			c, d.held = *d.held, nil
+		} else {
+			var ok bool
+			c, ok, err = q.Pop(d.mem)
+			if !ok {
+				break
+			}
+		}
+		if err == nil && !d.admit(&c) {
+			break // held; the timer calls serve again
 		}
 		var written uint32
 		if err != nil {
@@ -188,14 +250,15 @@ func (d *Device) Notify(i int) {
 			d.errors.Add(1)
 			break
 		}
+		pushed = true
 	}
-	if q.NeedsInterrupt(d.mem) {
+	if pushed && q.NeedsInterrupt(d.mem) {
 		d.irq.Queue(0)
 	}
 }
 
-// Resize announces a new disk size (the storage layer has already grown or
-// shrunk the disk): capacity changes and the driver gets a configuration
+// Resize announces a new disk size (the storage layer has already grown
+// the disk): capacity changes and the driver gets a configuration
 // interrupt, after which it re-reads capacity.
 func (d *Device) Resize(newSize int64) {
 	d.size = newSize &^ (SectorSize - 1)
@@ -204,11 +267,28 @@ func (d *Device) Resize(newSize int64) {
 	}
 }
 
+// SetDisk replaces the disk under the device: attach into an empty slot,
+// detach (nil), or continue on a new top file of the same volume. Requests
+// run on the event loop one at a time, so the swap falls between two
+// requests; the caller flushes the old disk first and closes it after. The
+// guest gets a configuration interrupt if the capacity changed.
+func (d *Device) SetDisk(disk storage.Disk) {
+	old := d.size
+	d.setDisk(disk)
+	if d.size != old && d.irq != nil {
+		d.irq.Config()
+	}
+}
+
+// Disk returns the disk the device serves, or nil for an empty slot.
+func (d *Device) Disk() storage.Disk { return d.disk }
+
 // Metrics returns the device's counters. Safe from any goroutine.
 func (d *Device) Metrics() Metrics {
 	return Metrics{
 		ReadOps: d.readOps.Load(), ReadBytes: d.readBytes.Load(),
 		WriteOps: d.writeOps.Load(), WriteBytes: d.writeBytes.Load(),
 		Flushes: d.flushes.Load(), Discards: d.discards.Load(), Errors: d.errors.Load(),
+		Throttled: d.throttled.Load(),
 	}
 }

@@ -37,6 +37,7 @@ type harness struct {
 	mmio *devices.Bus
 	msi  *virtiotest.MSI
 	hub  *virtiotest.NotifyHub
+	loop *virtiotest.Loop
 	ring *virtiotest.Ring
 	bar  uint64
 	next uint64 // next free buffer address
@@ -74,10 +75,10 @@ func newHarness(t *testing.T, readOnly bool) *harness {
 func newHarnessOn(t *testing.T, path string, disk storage.Disk) *harness {
 	t.Helper()
 	h := &harness{t: t, path: path, disk: disk, mmio: &devices.Bus{}, msi: &virtiotest.MSI{},
-		hub: &virtiotest.NotifyHub{}, next: dataBase}
+		hub: &virtiotest.NotifyHub{}, loop: &virtiotest.Loop{}, next: dataBase}
 	mem := virtiotest.NewMemory(memSize)
 	h.dev = blk.New(disk, "gureum-serial-0123456789")
-	tr, err := virtio.NewPCITransport(h.dev, virtio.Env{Mem: mem, MSI: h.msi, Notify: h.hub, Loop: &virtiotest.Loop{}})
+	tr, err := virtio.NewPCITransport(h.dev, virtio.Env{Mem: mem, MSI: h.msi, Notify: h.hub, Loop: h.loop})
 	if err != nil {
 		t.Fatal(err)
 	}

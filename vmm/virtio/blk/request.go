@@ -105,6 +105,9 @@ func (d *Device) run(r request) (uint64, byte) {
 		return 0, statusOK
 	case typeFlush:
 		d.flushes.Add(1)
+		if d.disk == nil {
+			return 0, statusOK // an empty slot has nothing to make durable
+		}
 		if err := d.disk.Flush(); err != nil {
 			return 0, statusIOErr
 		}
@@ -172,7 +175,7 @@ func (d *Device) read(r request) (uint64, error) {
 // write stores the readable data buffers (after the header) on the disk,
 // one pwrite straight from guest memory per buffer.
 func (d *Device) write(r request) error {
-	if d.disk.ReadOnly() {
+	if d.disk != nil && d.disk.ReadOnly() {
 		return fmt.Errorf("write to read-only disk")
 	}
 	off, err := d.span(r.sector, r.dataIn)
