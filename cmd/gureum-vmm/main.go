@@ -69,7 +69,7 @@ func run(args []string) int {
 	fs.Var(&nets, "net", "virtio-net on tap TAP[,mac=MAC] (repeatable)")
 	fs.BoolVar(&cfg.NoReboot, "no-reboot", false, "end the VMM (exit 3) when the guest reboots")
 	fs.StringVar(&apiSock, "api-sock", "", "serve the REST API on this unix socket (service mode)")
-	fs.StringVar(&consoleLog, "console-log", "", "append the serial console to this file")
+	fs.StringVar(&consoleLog, "console-log", "", "append the serial console to this file (- for standard output)")
 	fs.StringVar(&consoleSock, "console-sock", "", "serve the serial console on this unix socket")
 	help := fs.Bool("help", false, "show usage")
 	if err := fs.Parse(args); err != nil {
@@ -111,7 +111,9 @@ func run(args []string) int {
 	if apiSock == "" {
 		sinks = append(sinks, os.Stdout)
 	}
-	if consoleLog != "" {
+	if consoleLog == "-" {
+		sinks = append(sinks, os.Stdout)
+	} else if consoleLog != "" {
 		f, err := os.OpenFile(consoleLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 		if err != nil {
 			return fail(exitUsage, "--console-log: %v", err)

@@ -186,8 +186,9 @@ func loadBzImage(mem *guestmem.Memory, img Image, opts Options) (*Kernel, error)
 		return nil, err
 	}
 
-	// cmdline_size excludes the NUL; the limit passed on includes it.
-	if err := writeCmdline(mem, opts.Cmdline, h.cmdlineSize+1); err != nil {
+	// cmdline_size excludes the NUL; the limit passed on includes it. A
+	// stock kernel gets the parameters this machine needs (LinuxCmdline).
+	if err := writeCmdline(mem, LinuxCmdline(opts.Cmdline), h.cmdlineSize+1); err != nil {
 		return nil, err
 	}
 	maxEnd := uint64(bzInitrdMaxOld) + 1

@@ -143,8 +143,9 @@ func TestLoadBzImageErrors(t *testing.T) {
 			}
 		})
 	}
-	// A cmdline of exactly cmdline_size bytes fits.
-	k := mutate(func(p *bzParams) { p.cmdlineSize = 10 })
+	// A cmdline of exactly cmdline_size bytes (with the defaults the loader
+	// adds in front) fits.
+	k := mutate(func(p *bzParams) { p.cmdlineSize = uint32(len(LinuxCmdline("0123456789"))) })
 	if _, err := LoadKernel(newMem(t, testRAM), bytes.NewReader(k), Options{Cmdline: "0123456789"}); err != nil {
 		t.Errorf("cmdline of cmdline_size bytes: %v", err)
 	}

@@ -121,7 +121,7 @@ func StartVMM(t testing.TB, o Options) *VMM {
 	v := &VMM{t: t, grew: make(chan struct{}, 1), exited: make(chan struct{})}
 	if o.API {
 		v.APISock = filepath.Join(t.TempDir(), "vmm.sock")
-		args = append(args, "--api-sock", v.APISock, "--console-log", "/dev/stdout")
+		args = append(args, "--api-sock", v.APISock, "--console-log", "-")
 	}
 	bin := Bin(t, "gureum-vmm")
 	if o.NetNS != "" {

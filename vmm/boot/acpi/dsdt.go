@@ -17,6 +17,10 @@ import (
 //	        Name (_UID, 0)
 //	        Name (_CRS, ResourceTemplate () { IO (0x3f8, 8 ports), IRQNoFlags () {4} })
 //	    }
+//	    Device (KBD0) {                        // the i8042 keyboard controller
+//	        Name (_HID, EisaId ("PNP0303"))
+//	        Name (_CRS, ResourceTemplate () { IO (0x60, 1 port), IO (0x64, 1 port), IRQNoFlags () {1} })
+//	    }
 //	    Device (PCI0) {                        // only with a PCI bus
 //	        Name (_HID, EisaId ("PNP0A03"))    // a PCI host bridge
 //	        Name (_UID, 0)  Name (_SEG, 0)  Name (_BBN, 0)
@@ -41,7 +45,11 @@ func buildDSDT(cfg Config) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	devices := [][]byte{com1}
+	kbd, err := keyboardController()
+	if err != nil {
+		return nil, err
+	}
+	devices := [][]byte{com1, kbd}
 	if cfg.PCI != nil {
 		dev, err := pciRootBridge(cfg.PCI)
 		if err != nil {
@@ -76,6 +84,36 @@ func serialPort() ([]byte, error) {
 	crs = le.AppendUint16(crs, 1<<layout.IRQCOM1)
 	crs = append(crs, resEndTag, 0)
 	return amlDevice("COM1",
+		amlName("_HID", hid),
+		amlName("_UID", amlInteger(0)),
+		amlName("_CRS", amlBuffer(crs)),
+	), nil
+}
+
+// keyboardController encodes Device(KBD0) for the i8042. Linux's i8042
+// driver finds the controller through PNP (PNP0303 is "IBM Enhanced
+// keyboard (101/102-key, PS/2 mouse support)"); without this device a
+// hardware-reduced ACPI machine has no i8042 as far as Linux knows, so the
+// atkbd driver never binds and the VMM's Ctrl-Alt-Del (a key sequence
+// typed into the controller) would reach nobody. The data port, the
+// command/status port and IRQ 1 are the PC's.
+func keyboardController() ([]byte, error) {
+	hid, err := amlEISAID("PNP0303")
+	if err != nil {
+		return nil, err
+	}
+	le := binary.LittleEndian
+	var crs []byte
+	for _, port := range []uint16{layout.I8042Data, layout.I8042Command} {
+		crs = append(crs, resIOPort, resDecode16)
+		crs = le.AppendUint16(crs, port)
+		crs = le.AppendUint16(crs, port)
+		crs = append(crs, 1, 1)
+	}
+	crs = append(crs, resIRQ)
+	crs = le.AppendUint16(crs, 1<<layout.IRQKeyboard)
+	crs = append(crs, resEndTag, 0)
+	return amlDevice("KBD0",
 		amlName("_HID", hid),
 		amlName("_UID", amlInteger(0)),
 		amlName("_CRS", amlBuffer(crs)),
