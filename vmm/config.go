@@ -11,10 +11,13 @@ package vmm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+
+	"gureum/storage/ratelimit"
 )
 
 // Limits of a VM's shape.
@@ -24,10 +27,16 @@ const (
 	MaxMemoryMiB = 1 << 20 // 1 TiB
 )
 
+// MaxDrives bounds disks plus drive slots: drive IDs run vda..vdp.
+const MaxDrives = 16
+
 // DiskConfig is one virtio-blk drive.
 type DiskConfig struct {
 	Path     string
 	ReadOnly bool
+	// Limits cap the drive's I/O from boot on (zero: unlimited); the API
+	// can change them at run time (docs/storage.md, "The VMM side").
+	Limits ratelimit.Limits
 }
 
 // NetConfig is one virtio-net interface backed by a tap device in the
@@ -46,7 +55,10 @@ type Config struct {
 	VCPUs     int
 	MemoryMiB uint64
 	Disks     []DiskConfig
-	Nets      []NetConfig
+	// DriveSlots adds that many empty virtio-blk drives after Disks, for
+	// attaching disks at run time through the API.
+	DriveSlots int
+	Nets       []NetConfig
 	// NoReboot makes a guest reboot end the VMM (end state "reboot")
 	// instead of restarting the guest in place.
 	NoReboot bool
@@ -89,6 +101,12 @@ func (c *Config) Validate() error {
 		if err := readable(d.Path); err != nil {
 			return invalid("disk %d: %v", i, err)
 		}
+		if err := checkLimits(d.Limits); err != nil {
+			return invalid("disk %d: %v", i, err)
+		}
+	}
+	if c.DriveSlots < 0 || len(c.Disks)+c.DriveSlots > MaxDrives {
+		return invalid("disks plus drive slots must be at most %d, got %d + %d", MaxDrives, len(c.Disks), c.DriveSlots)
 	}
 	for i, n := range c.Nets {
 		if n.Tap == "" || len(n.Tap) > 15 {
@@ -141,17 +159,41 @@ func ParseSize(s string) (uint64, error) {
 	return n * mult, nil
 }
 
-// ParseDisk parses "PATH[,ro]".
+// diskUsage is the --disk syntax, for error messages.
+const diskUsage = "PATH[,ro][,iops=N][,iops_burst=N][,bps=N][,bps_burst=N]"
+
+// ParseDisk parses "PATH[,ro][,iops=N][,iops_burst=N][,bps=N][,bps_burst=N]":
+// iops and bps are sustained operations and bytes per second, the bursts
+// how much an idle drive may save up; byte amounts take K, M, G suffixes
+// (powers of 1024).
 func ParseDisk(s string) (DiskConfig, error) {
 	parts := strings.Split(s, ",")
 	d := DiskConfig{Path: parts[0]}
 	for _, p := range parts[1:] {
-		switch p {
-		case "ro":
+		k, val, hasValue := strings.Cut(p, "=")
+		var dst *float64
+		switch k {
+		case "iops":
+			dst = &d.Limits.OpsPerSecond
+		case "iops_burst":
+			dst = &d.Limits.OpsBurst
+		case "bps":
+			dst = &d.Limits.BytesPerSecond
+		case "bps_burst":
+			dst = &d.Limits.BytesBurst
+		}
+		switch {
+		case dst != nil && hasValue:
+			n, err := parseAmount(val)
+			if err != nil {
+				return d, invalid("disk %q: %s: %v", s, k, err)
+			}
+			*dst = float64(n)
+		case p == "ro":
 			d.ReadOnly = true
-		case "rw", "":
+		case p == "rw" || p == "":
 		default:
-			return d, invalid("disk %q: unknown option %q (want PATH[,ro])", s, p)
+			return d, invalid("disk %q: unknown option %q (want %s)", s, p, diskUsage)
 		}
 	}
 	if d.Path == "" {
@@ -178,4 +220,34 @@ func ParseNet(s string) (NetConfig, error) {
 		}
 	}
 	return n, nil
+}
+
+// parseAmount reads a non-negative count with an optional K, M or G
+// suffix (powers of 1024).
+func parseAmount(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := uint64(1)
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, strings.TrimSuffix(t, "K")
+	case strings.HasSuffix(t, "M"):
+		mult, t = 1<<20, strings.TrimSuffix(t, "M")
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1<<30, strings.TrimSuffix(t, "G")
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n > 1<<50/mult {
+		return 0, fmt.Errorf("bad amount %q (want e.g. 200, 64K or 100M)", s)
+	}
+	return n * mult, nil
+}
+
+// checkLimits refuses negative, NaN or infinite limits.
+func checkLimits(l ratelimit.Limits) error {
+	for _, v := range []float64{l.OpsPerSecond, l.OpsBurst, l.BytesPerSecond, l.BytesBurst} {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("I/O limits must be finite and not negative, got %+v", l)
+		}
+	}
+	return nil
 }

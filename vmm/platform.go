@@ -9,7 +9,6 @@ import (
 	"gureum/vmm/layout"
 	"gureum/vmm/pci"
 	"gureum/vmm/virtio"
-	"gureum/vmm/virtio/blk"
 	virtionet "gureum/vmm/virtio/net"
 )
 
@@ -51,13 +50,8 @@ func (v *VM) addPCIDevices(m *machine) error {
 		m.addMetrics(name+"-transport", func() any { return t.Metrics() })
 		return t, nil
 	}
-	for i, disk := range v.back.disks {
-		name := fmt.Sprintf("block%d", i)
-		d := blk.New(disk, fmt.Sprintf("gureum-disk%d", i))
-		if _, err := add(name, d); err != nil {
-			return err
-		}
-		m.addMetrics(name, func() any { return d.Metrics() })
+	if err := v.addDrives(m, add); err != nil {
+		return err
 	}
 	for i, t := range v.back.taps {
 		name := fmt.Sprintf("net%d", i)

@@ -44,6 +44,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+api.PathVM, s.getVM)
 	mux.HandleFunc("PUT "+api.PathActions, s.putAction)
 	mux.HandleFunc("GET "+api.PathMetrics, s.getMetrics)
+	s.addDriveRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

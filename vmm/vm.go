@@ -63,6 +63,7 @@ type VM struct {
 	sys     *kvm.System
 	console *Console
 	back    *backends
+	drives  *driveSet // the virtio-blk drives (drives.go); own the disks
 
 	mu        sync.Mutex // guards the fields below
 	state     State
@@ -88,11 +89,14 @@ func New(cfg Config, console *Console) (*VM, error) {
 		sys.Close()
 		return nil, err
 	}
-	return &VM{cfg: cfg, sys: sys, console: console, back: back, state: StateCreated}, nil
+	drives := newDriveSet(cfg, back.disks)
+	back.disks = nil // the drives own them now: attach, detach and snapshots replace them
+	return &VM{cfg: cfg, sys: sys, console: console, back: back, drives: drives, state: StateCreated}, nil
 }
 
 // Close releases /dev/kvm and the backends. Call after Run returned.
 func (v *VM) Close() error {
+	v.drives.close()
 	v.back.close()
 	return v.sys.Close()
 }

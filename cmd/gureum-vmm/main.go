@@ -3,7 +3,8 @@
 // Foreground (for people, like qemu-system-x86_64 -nographic):
 //
 //	gureum-vmm --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N]
-//	           [--memory SIZE] [--disk PATH[,ro]]... [--net TAP[,mac=MAC]]...
+//	           [--memory SIZE] [--disk PATH[,ro][,iops=N][,bps=N]...]...
+//	           [--drive-slots N] [--net TAP[,mac=MAC]]...
 //
 // The guest's serial console is on the terminal, in raw mode: every key
 // goes to the guest, and Ctrl-A x stops the VM. Service mode (for the
@@ -65,7 +66,8 @@ func run(args []string) int {
 	fs.StringVar(&cfg.Cmdline, "cmdline", "", "kernel command line")
 	fs.IntVar(&cfg.VCPUs, "cpus", 1, "number of vCPUs")
 	fs.StringVar(&memory, "memory", "128M", "guest memory (e.g. 512M, 2G)")
-	fs.Var(&disks, "disk", "virtio-blk drive PATH[,ro] (repeatable)")
+	fs.Var(&disks, "disk", "virtio-blk drive PATH[,ro][,iops=N][,iops_burst=N][,bps=N][,bps_burst=N] (repeatable; bps takes K/M/G)")
+	fs.IntVar(&cfg.DriveSlots, "drive-slots", 0, "empty virtio-blk drives for attaching disks through the API")
 	fs.Var(&nets, "net", "virtio-net on tap TAP[,mac=MAC] (repeatable)")
 	fs.BoolVar(&cfg.NoReboot, "no-reboot", false, "end the VMM (exit 3) when the guest reboots")
 	fs.StringVar(&apiSock, "api-sock", "", "serve the REST API on this unix socket (service mode)")
