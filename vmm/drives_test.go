@@ -134,7 +134,10 @@ func TestBadDriveInputChangesNothing(t *testing.T) {
 		{"nothing", func() error { _, err := v.UpdateDrive("vda", api.DriveUpdate{}); return err }, ErrInvalidConfig},
 		{"grow empty", func() error { _, err := v.UpdateDrive("vdb", api.DriveUpdate{SizeBytes: 8 << 20}); return err }, ErrDriveState},
 		{"top not qcow2", func() error { _, err := v.UpdateDrive("vda", api.DriveUpdate{Top: other}); return err }, ErrInvalidConfig},
-		{"top missing", func() error { _, err := v.UpdateDrive("vda", api.DriveUpdate{Top: "/nonexistent/top.qcow2"}); return err }, ErrInvalidConfig},
+		{"top missing", func() error {
+			_, err := v.UpdateDrive("vda", api.DriveUpdate{Top: "/nonexistent/top.qcow2"})
+			return err
+		}, ErrInvalidConfig},
 		{"shrink with limits", func() error {
 			_, err := v.UpdateDrive("vda", api.DriveUpdate{SizeBytes: 1, Limits: &api.DriveLimits{OpsPerSecond: 5}})
 			return err
