@@ -39,6 +39,9 @@ const (
 	// The resource exists but its state forbids the request.
 	CodeIncorrectInstanceState Code = "IncorrectInstanceState"
 	CodeVolumeInUse            Code = "VolumeInUse"
+	// CodeIncorrectState is a volume or snapshot whose state forbids the
+	// request (EC2's IncorrectState).
+	CodeIncorrectState Code = "IncorrectState"
 
 	// The host cannot serve the request now.
 	CodeInsufficientInstanceCapacity Code = "InsufficientInstanceCapacity"
@@ -68,6 +71,7 @@ var codeStatus = map[Code]int{
 
 	CodeIncorrectInstanceState: http.StatusConflict,
 	CodeVolumeInUse:            http.StatusConflict,
+	CodeIncorrectState:         http.StatusConflict,
 
 	CodeInsufficientInstanceCapacity: http.StatusServiceUnavailable,
 

@@ -1,0 +1,224 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gureum/api"
+	"gureum/hypervisor/instancetype"
+	"gureum/hypervisor/lifecycle"
+	"gureum/storage"
+	"gureum/vmm/vmmtest"
+)
+
+// fakeClock is a clock the test moves by hand, for billing to the second.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// openTest opens a service on a fresh data directory with real VMMs, in
+// a cgroup parent of the test's own. Instances left running are killed at
+// cleanup.
+func openTest(t *testing.T, clock func() time.Time) *Service {
+	t.Helper()
+	vmmtest.RequireKVM(t)
+	vmmtest.RequireRoot(t)
+	dir := t.TempDir()
+	cfg := Config{
+		DataDir: dir, VMM: vmmtest.Bin(t, "gureum-vmm"),
+		Host:              instancetype.Host{VCPUs: 2, MemoryGiB: 4, CPUOvercommit: 40, MemoryOvercommit: 100},
+		MaxGuestMemoryMiB: 64, MaxGuestVCPUs: 1, StopTimeout: 5 * time.Second,
+		ReconcileEvery: 200 * time.Millisecond, CreditEvery: time.Hour,
+		CgroupName: fmt.Sprintf("gureum-svc-test-%d", os.Getpid()), CgroupNested: true, Now: clock,
+	}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, in := range s.sup.List() {
+			s.sup.Kill(in.ID)
+			s.sup.Wait(context.Background(), in.ID)
+		}
+		s.Close()
+	})
+	return s
+}
+
+func testImage(t *testing.T, cmdline string) *api.ImageSpec {
+	return &api.ImageSpec{Kernel: vmmtest.Bin(t, "testguest.elf"), Cmdline: cmdline}
+}
+
+// waitState waits until the instance is in want.
+func waitState(t *testing.T, s *Service, id string, want lifecycle.State) api.Instance {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var in api.Instance
+	for time.Now().Before(deadline) {
+		var err error
+		in, err = s.Instance(Admin, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.State.Name == string(want) {
+			return in
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: state %s, want %s (reason %+v)", id, in.State.Name, want, in.StateReason)
+	return in
+}
+
+func wantCode(t *testing.T, err error, code api.Code) {
+	t.Helper()
+	if api.CodeOf(err) != code || err == nil {
+		t.Fatalf("got %v, want %s", err, code)
+	}
+}
+
+func TestLifecycleThroughService(t *testing.T) {
+	s := openTest(t, nil)
+	res, err := s.RunInstances(context.Background(), Admin, api.RunInstancesRequest{
+		Image: testImage(t, ""), InstanceType: "i3.large", Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Instances[0].InstanceID
+	if res.Instances[0].State.Name != "pending" {
+		t.Errorf("launch answered %s", res.Instances[0].State.Name)
+	}
+	// Illegal while pending.
+	_, err = s.Stop(Admin, id, api.StopRequest{})
+	wantCode(t, err, api.CodeIncorrectInstanceState)
+	in := waitState(t, s, id, lifecycle.Running)
+	if len(in.BlockDevices) != 1 || in.RootDeviceType != "ebs" || in.InstanceStoreGB != 475 {
+		t.Fatalf("describe: %+v", in)
+	}
+	_, err = s.Start(Admin, id) // no-op on running
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The guest's console through the API.
+	waitConsole(t, s, id, "gureum-testguest: ready")
+
+	// Data: write to the root volume (by its file, while the guest idles)
+	// and to the instance store; stop; the first stays, the second goes.
+	vol := in.BlockDevices[0].VolumeID
+	isPath := filepath.Join(s.cfg.DataDir, instanceStoreDir, id+".img")
+	writeAt(t, isPath, "raw", "ephemeral")
+	ch, err := s.Stop(Admin, id, api.StopRequest{})
+	if err != nil || ch.CurrentState.Name != "stopping" {
+		t.Fatalf("stop: %+v %v", ch, err)
+	}
+	_, err = s.Reboot(Admin, id)
+	wantCode(t, err, api.CodeIncorrectInstanceState)
+	waitState(t, s, id, lifecycle.Stopped)
+	if _, err := os.Stat(isPath); !os.IsNotExist(err) {
+		t.Fatalf("instance store survived the stop: %v", err)
+	}
+	volPath, _ := s.volumes.Path(vol)
+	writeAt(t, volPath, "qcow2", "persistent")
+	_, err = s.Reboot(Admin, id)
+	wantCode(t, err, api.CodeIncorrectInstanceState)
+	if _, err := s.Start(Admin, id); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, id, lifecycle.Running)
+	if got := readAt(t, isPath, "raw", 9); got != strings.Repeat("\x00", 9) {
+		t.Errorf("instance store after start: %q", got)
+	}
+	if got := readAt(t, volPath, "qcow2", 10); got != "persistent" {
+		t.Errorf("root volume after start: %q", got)
+	}
+	if _, err := s.Reboot(Admin, id); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, id, lifecycle.Running)
+	if _, err := s.Terminate(Admin, id, api.StopRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	in = waitState(t, s, id, lifecycle.Terminated)
+	if in.StateReason == nil || in.StateReason.Code != "Client.UserInitiatedShutdown" {
+		t.Errorf("reason: %+v", in.StateReason)
+	}
+	for _, f := range []func() (api.StateChange, error){
+		func() (api.StateChange, error) { return s.Start(Admin, id) },
+		func() (api.StateChange, error) { return s.Stop(Admin, id, api.StopRequest{}) },
+		func() (api.StateChange, error) { return s.Reboot(Admin, id) },
+	} {
+		_, err := f()
+		wantCode(t, err, api.CodeIncorrectInstanceState)
+	}
+	if _, err := s.Terminate(Admin, id, api.StopRequest{}); err != nil {
+		t.Errorf("terminate of terminated: %v", err)
+	}
+	if _, err := s.volumes.Volume(vol); err == nil {
+		t.Error("root volume survived termination")
+	}
+	if len(s.sup.List()) != 0 {
+		t.Errorf("VMMs left: %+v", s.sup.List())
+	}
+}
+
+func waitConsole(t *testing.T, s *Service, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := s.ConsoleOutput(Admin, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.Output, want) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("console of %s never showed %q", id, want)
+}
+
+func writeAt(t *testing.T, path, format, data string) {
+	t.Helper()
+	d, err := storage.Open(path, storage.OpenOptions{Format: format})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt([]byte(data), 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readAt(t *testing.T, path, format string, n int) string {
+	t.Helper()
+	d, err := storage.Open(path, storage.OpenOptions{Format: format, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	b := make([]byte, n)
+	if _, err := d.ReadAt(b, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
