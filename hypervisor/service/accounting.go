@@ -124,4 +124,3 @@ func (s *Service) applyCreditLimit(id string, t instancetype.Type, lim credits.L
 	s.log.Info("CPU credit limit", "instance", id, "throttled", lim.Throttled, "cpu_milli", want.CPUMilli, "type", t.Name)
 	return s.sup.SetLimits(id, want)
 }
-
