@@ -279,3 +279,25 @@ func TestContextCarriesAccount(t *testing.T) {
 		t.Fatalf("FromContext: %+v %v", got, ok)
 	}
 }
+
+func TestOwners(t *testing.T) {
+	o := NewOwners(store.NewMemory())
+	if _, err := o.Owner("vol-0123456789abcdef0"); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("unrecorded owner: %v", err)
+	}
+	if err := o.SetOwner("vol-0123456789abcdef0", "not-an-id"); err == nil {
+		t.Fatal("SetOwner took a malformed account id")
+	}
+	if err := o.SetOwner("vol-0123456789abcdef0", "123456789012"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := o.Owner("vol-0123456789abcdef0"); err != nil || got != "123456789012" {
+		t.Fatalf("Owner: %q %v", got, err)
+	}
+	if err := o.Forget("vol-0123456789abcdef0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Owner("vol-0123456789abcdef0"); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("forgotten owner: %v", err)
+	}
+}
