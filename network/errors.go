@@ -30,6 +30,7 @@ const (
 	CodeAddressInUse          = "InvalidIPAddress.InUse"
 	CodeAddressLimitExceeded  = "InsufficientFreeAddressesInSubnet"
 	CodeAlreadyExists         = "InvalidParameterValue.AlreadyExists"
+	CodeGroupNotFound         = "InvalidGroup.NotFound"
 )
 
 // Error is a refusal with an EC2-style code: the request was wrong or
