@@ -301,3 +301,12 @@ func TestOwners(t *testing.T) {
 		t.Fatalf("forgotten owner: %v", err)
 	}
 }
+
+func TestTokenFromHeader(t *testing.T) {
+	for h, want := range map[string]string{"Bearer abc": "abc", "bearer  abc ": "abc", "Basic abc": "", "": "", "Bearer ": ""} {
+		got, ok := TokenFromHeader(h)
+		if got != want || ok != (want != "") {
+			t.Errorf("TokenFromHeader(%q) = %q, %v", h, got, ok)
+		}
+	}
+}

@@ -206,3 +206,14 @@ func randomHex(nbytes int) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// TokenFromHeader returns the token of an "Authorization: Bearer TOKEN"
+// header value, or false when the header is empty or of another scheme.
+func TokenFromHeader(authorization string) (string, bool) {
+	scheme, token, ok := strings.Cut(authorization, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
