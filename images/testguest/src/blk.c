@@ -21,6 +21,11 @@
  * stamps are zeroed, so a page the device did not fill cannot pass. Only
  * the time between submitting requests and their completion is counted,
  * not the guest's own pattern and sum work.
+ *
+ * The device is the config.blk_disk-th virtio-blk device (blk.disk=N).
+ * Besides the self test this file has what the disk commands need
+ * (blkcmd.c, and the blkiops self test): a pattern writer whose bytes the
+ * host can compute, and an IOPS meter.
  */
 #include "virtio.h"
 #include "x86.h"
@@ -72,7 +77,7 @@ bool blk_init(void)
 	if (blk_state)
 		return blk_state > 0;
 	blk_state = -1;
-	if (!virtio_open(&dev, 2))
+	if (!virtio_open_nth(&dev, 2, (uint32_t)config.blk_disk))
 		return false;
 	uint64_t want = 1ull << VIRTIO_BLK_F_SIZE_MAX | 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_RO |
 			1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH;
@@ -98,11 +103,21 @@ bool blk_init(void)
 	return true;
 }
 
+/* capacity_sectors reads the 64-bit capacity as two 32-bit halves. The
+ * device may change it between the two reads (a resize), so the read is
+ * repeated until config_generation (common configuration byte 0x15) is
+ * the same before and after: the virtio way to read a consistent value. */
 static uint64_t capacity_sectors(void)
 {
-	uint32_t lo = mmio_read32(dev.device_cfg), hi = mmio_read32(dev.device_cfg + 4);
-	return (uint64_t)hi << 32 | lo;
+	for (;;) {
+		uint8_t gen = mmio_read8(dev.common + 0x15);
+		uint32_t lo = mmio_read32(dev.device_cfg), hi = mmio_read32(dev.device_cfg + 4);
+		if (mmio_read8(dev.common + 0x15) == gen)
+			return (uint64_t)hi << 32 | lo;
+	}
 }
+
+uint64_t blk_capacity_sectors(void) { return blk_state > 0 ? capacity_sectors() : 0; }
 
 /* submit queues one request on slot s; data may be NULL (flush). */
 static bool submit(struct blk_slot *s, uint32_t type, uint64_t sector, void *data, uint32_t len)
@@ -317,5 +332,145 @@ enum result blk_selftest(void)
 		"read %lu bytes in %lu requests %lu ms %lu MB/s, sum 0x%lx, flush %s, id %s\n",
 		capacity, total, wreq, tsc_to_ms(wticks), mb_per_s(total, wticks), total, rreq, tsc_to_ms(rticks),
 		mb_per_s(total, rticks), rsum, flush, id_state);
+	return RESULT_OK;
+}
+
+/* ---- disk commands: pattern writes and an IOPS meter ---- */
+
+#define PATTERN_MULT 0x9e3779b97f4a7c15ull
+#define IOPS_BYTES 4096
+#define IOPS_SPAN (64ull << 20) /* reads land in the first 64 MiB */
+
+static uint8_t *cmd_buf; /* CHUNK_BYTES, allocated on first use */
+
+/* blk_write_pattern writes `count` sectors from `sector`, then flushes.
+ * Each 64-bit word holds its own disk byte offset XOR seed * PATTERN_MULT,
+ * so the host can compute every byte and misplaced data shows. */
+bool blk_write_pattern(uint64_t sector, uint64_t count, uint64_t seed, const char **why)
+{
+	if (blk_state <= 0) {
+		*why = "no device";
+		return false;
+	}
+	if (!cmd_buf)
+		cmd_buf = alloc_buffer(CHUNK_BYTES);
+	uint64_t key = seed * PATTERN_MULT, off = sector * 512, total = count * 512, ticks = 0, reqs = 0;
+	for (uint64_t done = 0; done < total;) {
+		uint64_t len = total - done < CHUNK_BYTES ? total - done : CHUNK_BYTES;
+		uint64_t *q = (uint64_t *)cmd_buf;
+		for (uint64_t i = 0; i < len / 8; i++)
+			q[i] = (off + done + 8 * i) ^ key;
+		if (!transfer_chunk(VIRTIO_BLK_T_OUT, cmd_buf, off + done, len, &ticks, &reqs, why))
+			return false;
+		done += len;
+	}
+	if (!submit(&slots[IN_FLIGHT], VIRTIO_BLK_T_FLUSH, 0, NULL, 0)) {
+		*why = "queue full";
+		return false;
+	}
+	virtq_kick(&queue);
+	return wait_all(why);
+}
+
+/* A tiny generator for read offsets: xorshift64. */
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint64_t next_random(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static bool submit_random_read(struct blk_slot *s, uint8_t *buf, uint64_t blocks)
+{
+	uint64_t block = next_random() % blocks;
+	return submit(s, VIRTIO_BLK_T_IN, block * (IOPS_BYTES / 512), buf, IOPS_BYTES);
+}
+
+/* blk_measure_iops keeps IN_FLIGHT random 4 KiB reads going for `seconds`
+ * and counts those that complete in that time. A request is resubmitted
+ * as soon as it completes, so the count is what the device (and its I/O
+ * limit) allows, not what the guest waits for. */
+bool blk_measure_iops(uint64_t seconds, uint64_t *ops, const char **why)
+{
+	*ops = 0;
+	if (blk_state <= 0) {
+		*why = "no device";
+		return false;
+	}
+	uint64_t span = capacity_sectors() * 512;
+	if (span > IOPS_SPAN)
+		span = IOPS_SPAN;
+	uint64_t blocks = span / IOPS_BYTES;
+	if (blocks == 0) {
+		*why = "disk smaller than 4 KiB";
+		return false;
+	}
+	if (!cmd_buf)
+		cmd_buf = alloc_buffer(CHUNK_BYTES);
+	uint64_t deadline = rdtsc() + ms_to_tsc(seconds * 1000);
+	for (int i = 0; i < IN_FLIGHT; i++)
+		if (!submit_random_read(&slots[i], cmd_buf + i * IOPS_BYTES, blocks)) {
+			*why = "queue full";
+			return false;
+		}
+	virtq_kick(&queue);
+	bool ok = true;
+	uint64_t give_up = deadline + ms_to_tsc(REQUEST_TIMEOUT_MS);
+	for (;;) {
+		cli();
+		(void)take_pending(VEC_BLK_QUEUE);
+		bool resubmitted = false;
+		struct blk_slot *s;
+		uint64_t now = rdtsc();
+		while ((s = virtq_get_used(&queue, NULL)) != NULL) {
+			s->busy = false;
+			if (s->status != 0) {
+				ok = false;
+				*why = s->status == 2 ? "unsupported request" : "I/O error";
+				continue;
+			}
+			if (now > deadline)
+				continue; /* finished after the window: not counted */
+			(*ops)++;
+			if (ok) {
+				int i = (int)(s - slots);
+				resubmitted |= submit_random_read(s, cmd_buf + i * IOPS_BYTES, blocks);
+			}
+		}
+		if (resubmitted)
+			virtq_kick(&queue);
+		bool busy = false;
+		for (int i = 0; i < IN_FLIGHT; i++)
+			busy |= slots[i].busy;
+		if (!busy)
+			return ok;
+		if (now >= give_up) {
+			*why = "timeout";
+			return false;
+		}
+		wait_for_interrupt_until(now < deadline ? deadline : give_up);
+	}
+}
+
+/* blkiops_selftest: "blkiops=DISK:SECONDS" on the command line. */
+enum result blkiops_selftest(void)
+{
+	if (config.blkiops_s == 0) {
+		kprintf("selftest blkiops: skip no blkiops= given\n");
+		return RESULT_SKIP;
+	}
+	if (!blk_init()) {
+		kprintf("selftest blkiops: skip no device\n");
+		return RESULT_SKIP;
+	}
+	uint64_t ops;
+	const char *why = "";
+	if (!blk_measure_iops(config.blkiops_s, &ops, &why)) {
+		kprintf("selftest blkiops: fail %s after %lu ops\n", why, ops);
+		return RESULT_FAIL;
+	}
+	kprintf("selftest blkiops: ok ops=%lu seconds=%lu\n", ops, config.blkiops_s);
 	return RESULT_OK;
 }

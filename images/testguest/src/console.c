@@ -43,6 +43,16 @@ static void unlock(void)
 	console_lock = 0;
 }
 
+/* console_getc reads one received byte if the line status register says
+ * one is waiting (bit 0, data ready). Input is polled, not interrupt
+ * driven: only the blk command mode reads it, a few times a second. */
+int console_getc(void)
+{
+	if (!(inb(COM1 + 5) & 1))
+		return -1;
+	return inb(COM1);
+}
+
 static void write_bytes(const char *s, size_t n)
 {
 	__asm__ volatile("rep outsb" : "+S"(s), "+c"(n) : "d"((uint16_t)COM1) : "memory");

@@ -115,6 +115,18 @@ static void parse_word(const char *w)
 		config.net_wait_s = v;
 	else if (str_starts(w, "burn="))
 		parse_burn(w + 5);
+	else if (str_starts(w, "blk.disk=") && parse_u64(w + 9, NULL, &v))
+		config.blk_disk = v;
+	else if (str_starts(w, "blkiops=")) {
+		/* DISK:SECONDS */
+		const char *end;
+		uint64_t disk;
+		if (parse_u64(w + 8, &end, &disk) && *end == ':' && parse_u64(end + 1, NULL, &v)) {
+			config.blk_disk = disk;
+			config.blkiops_s = v;
+		}
+	} else if (str_starts(w, "blkcmd") && (w[6] == 0 || w[6] == ' '))
+		config.blkcmd = true; /* blkcmd.c */
 	/* anything else is ignored */
 }
 
@@ -192,6 +204,7 @@ static void run_selftests(void)
 	counts[blk_selftest()]++;
 	counts[net_selftest()]++;
 	counts[burn_selftest()]++;
+	counts[blkiops_selftest()]++;
 	kprintf("selftest done: %d ok, %d fail, %d skip\n", counts[RESULT_OK], counts[RESULT_FAIL], counts[RESULT_SKIP]);
 	acpi_poweroff();
 }
@@ -217,7 +230,7 @@ void main(uint32_t start_info)
 	/* Devices are started before "ready" in the modes that use them, so a
 	 * host that waits for "ready" finds the guest answering. An idle guest
 	 * leaves them alone (it is used to measure the VMM's own memory). */
-	if (config.selftest)
+	if (config.selftest || config.blkcmd)
 		(void)blk_init();
 	if (config.selftest || config.serve)
 		(void)net_init();
@@ -230,6 +243,8 @@ void main(uint32_t start_info)
 	if (config.hostile)
 		hostile_run(); /* opens its own devices; does not return */
 
+	if (config.blkcmd)
+		blkcmd_run(); /* does not return */
 	if (config.selftest)
 		run_selftests();
 	if (config.serve)

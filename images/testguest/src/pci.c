@@ -221,6 +221,7 @@ static void scan_bars_once(void)
 
 struct find_ctx {
 	uint16_t type;
+	uint32_t skip; /* matching functions still to pass over */
 	bool found;
 	struct pci_device dev;
 };
@@ -236,19 +237,27 @@ static void visit_find(const struct pci_device *d, void *ctx)
 		return;
 	bool modern = d->device == 0x1040 + c->type;
 	bool transitional = d->device >= 0x1000 && d->device < 0x1040 && d->subsystem == c->type;
-	if (modern || transitional) {
-		c->found = true;
-		c->dev = *d;
+	if (!modern && !transitional)
+		return;
+	if (c->skip) {
+		c->skip--;
+		return;
 	}
+	c->found = true;
+	c->dev = *d;
 }
 
 /* pci_find returns the first virtio device of the given type on bus 0. */
-bool pci_find(uint16_t virtio_type, struct pci_device *out)
+bool pci_find(uint16_t virtio_type, struct pci_device *out) { return pci_find_nth(virtio_type, 0, out); }
+
+/* pci_find_nth returns the n-th (from 0) virtio device of the given type,
+ * in bus order, which is the order the VMM added them in. */
+bool pci_find_nth(uint16_t virtio_type, uint32_t n, struct pci_device *out)
 {
 	if (acpi.ecam_base && acpi.ecam_base + 0x100000 > 0x100000000ull)
 		fatal("PCI ECAM above 4 GiB is not mapped");
 	scan_bars_once();
-	struct find_ctx c = {virtio_type, false, {0}};
+	struct find_ctx c = {virtio_type, n, false, {0}};
 	for_each_function(visit_find, &c);
 	if (c.found)
 		*out = c.dev;

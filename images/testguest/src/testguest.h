@@ -42,6 +42,7 @@ bool parse_ipv4(const char *s, const char **end, uint32_t *ip);
 /* console.c: COM1 output */
 void console_init(void);
 void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int console_getc(void); /* a received byte, or -1 if none waits */
 int ksnprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int kvsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -112,6 +113,7 @@ uint8_t pci_read8(const struct pci_device *d, uint16_t off);
 void pci_write32(const struct pci_device *d, uint16_t off, uint32_t v);
 void pci_write16(const struct pci_device *d, uint16_t off, uint16_t v);
 bool pci_find(uint16_t virtio_type, struct pci_device *out);
+bool pci_find_nth(uint16_t virtio_type, uint32_t n, struct pci_device *out);
 uint64_t pci_bar_address(const struct pci_device *d, int bar);
 void pci_enable(const struct pci_device *d);
 uint8_t pci_find_capability(const struct pci_device *d, uint8_t id, uint8_t start);
@@ -132,6 +134,9 @@ struct config {
 	uint64_t burn_s;
 	bool hostile;            /* hostile.c: attack the virtio devices */
 	uint64_t hostile_hold_s; /* seconds to stay up after the attacks */
+	uint64_t blk_disk;       /* which virtio-blk device (0 = first) blk uses */
+	uint64_t blkiops_s;      /* blkiops self test: seconds, 0 = skip */
+	bool blkcmd;             /* blkcmd.c: take disk commands on the console */
 };
 extern struct config config;
 
@@ -139,6 +144,12 @@ enum result { RESULT_OK, RESULT_FAIL, RESULT_SKIP };
 bool blk_init(void);
 bool net_init(void);
 enum result blk_selftest(void);
+/* blk.c: the pieces the console commands and blkiops use */
+uint64_t blk_capacity_sectors(void);
+bool blk_write_pattern(uint64_t sector, uint64_t count, uint64_t seed, const char **why);
+bool blk_measure_iops(uint64_t seconds, uint64_t *ops, const char **why);
+enum result blkiops_selftest(void);
+void blkcmd_run(void) __attribute__((noreturn));
 enum result net_selftest(void);
 void net_serve_forever(void) __attribute__((noreturn));
 

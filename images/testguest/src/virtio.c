@@ -57,10 +57,13 @@ static uint64_t cap_address(struct virtio_device *vd, uint8_t cap)
 /* virtio_open finds the first device of `type`, enables it on the bus and
  * locates its register blocks. False if there is none or it is not a
  * usable modern device. */
-bool virtio_open(struct virtio_device *vd, uint16_t type)
+bool virtio_open(struct virtio_device *vd, uint16_t type) { return virtio_open_nth(vd, type, 0); }
+
+/* virtio_open_nth is virtio_open for the n-th device of `type` (from 0). */
+bool virtio_open_nth(struct virtio_device *vd, uint16_t type, uint32_t n)
 {
 	memset(vd, 0, sizeof *vd);
-	if (!pci_find(type, &vd->pci))
+	if (!pci_find_nth(type, n, &vd->pci))
 		return false;
 	pci_enable(&vd->pci);
 	for (uint8_t cap = pci_find_capability(&vd->pci, 0x09, 0); cap;

@@ -75,6 +75,7 @@ struct virtio_device {
 };
 
 bool virtio_open(struct virtio_device *vd, uint16_t type);
+bool virtio_open_nth(struct virtio_device *vd, uint16_t type, uint32_t n);
 bool virtio_negotiate(struct virtio_device *vd, uint64_t wanted);
 bool virtio_setup_queue(struct virtio_device *vd, struct virtq *q, uint16_t index, uint16_t max_size,
 			uint16_t msix_entry, uint8_t vector);
