@@ -309,11 +309,18 @@ func imageNotFound(id string) error {
 }
 
 // fromVolume turns a storage/volume error into an API error with the
-// same EC2 code; host failures stay internal errors with their context.
+// same EC2 code; a code the REST API does not define (the volume store's
+// IncorrectState) becomes InvalidParameterValue, since the caller named
+// a resource in the wrong state. Host failures stay internal errors with
+// their context.
 func fromVolume(err error, context string) error {
 	var ve *volume.Error
-	if errors.As(err, &ve) && ve.Code != volume.InternalError {
-		return api.Errorf(api.Code(ve.Code), "%s", ve.Message)
+	if !errors.As(err, &ve) || ve.Code == volume.InternalError {
+		return fmt.Errorf("%s: %w", context, err)
 	}
-	return fmt.Errorf("%s: %w", context, err)
+	code := api.Code(ve.Code)
+	if !slices.Contains(api.Codes(), code) {
+		code = api.CodeInvalidParameterValue
+	}
+	return api.Errorf(code, "%s", ve.Message)
 }
