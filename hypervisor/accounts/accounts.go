@@ -56,6 +56,10 @@ func (a Account) API() api.Account {
 type Options struct {
 	// Now is the clock for creation times; nil means time.Now.
 	Now func() time.Time
+	// AdminID is the id Init gives the admin account, for a daemon whose
+	// records already name its admin by a fixed id; "" means a random id.
+	// It must be 12 digits.
+	AdminID string
 	// BeforeDelete is asked before an account is deleted, inside no
 	// transaction of this package. The daemon returns a DeleteConflict
 	// error while the account still owns instances, volumes, snapshots or
@@ -69,12 +73,13 @@ type Service struct {
 	st           store.Store
 	now          func() time.Time
 	beforeDelete func(string) error
+	adminID      string
 }
 
 // New returns a Service over st. It does not touch the store; call Init
 // once at daemon start.
 func New(st store.Store, opts Options) *Service {
-	s := &Service{st: st, now: opts.Now, beforeDelete: opts.BeforeDelete}
+	s := &Service{st: st, now: opts.Now, beforeDelete: opts.BeforeDelete, adminID: opts.AdminID}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -98,7 +103,7 @@ func (s *Service) Init() (admin Account, secret string, err error) {
 				return nil
 			}
 		}
-		admin, err = s.createAccount(tx, AdminName, true)
+		admin, err = s.createAccount(tx, AdminName, s.adminID, true)
 		if err != nil {
 			return err
 		}
@@ -148,7 +153,7 @@ func (s *Service) Create(callerID, name string) (Account, api.APIToken, error) {
 			return err
 		}
 		var err error
-		if acct, err = s.createAccount(tx, name, false); err != nil {
+		if acct, err = s.createAccount(tx, name, "", false); err != nil {
 			return err
 		}
 		tok, err = s.createToken(tx, acct.ID, "made with the account")
@@ -252,10 +257,10 @@ func (s *Service) Delete(callerID, accountID string) error {
 	return nil
 }
 
-// createAccount stores a new account with a fresh id and a name no other
-// account has. It runs inside the caller's Update, which makes the name
-// check and the write one step.
-func (s *Service) createAccount(tx store.Tx, name string, admin bool) (Account, error) {
+// createAccount stores a new account with id (a fresh one if "") and a
+// name no other account has. It runs inside the caller's Update, which
+// makes the checks and the write one step.
+func (s *Service) createAccount(tx store.Tx, name, id string, admin bool) (Account, error) {
 	all, err := listAccounts(tx)
 	if err != nil {
 		return Account{}, err
@@ -265,11 +270,18 @@ func (s *Service) createAccount(tx store.Tx, name string, admin bool) (Account, 
 			return Account{}, api.Errorf(api.CodeEntityAlreadyExists, "An account named '%s' already exists.", name)
 		}
 	}
-	var id string
-	for {
-		id = newAccountID()
-		if _, err := tx.Get(kindAccount, id); errors.Is(err, store.ErrNotFound) {
-			break
+	if id != "" {
+		if !ValidID(id) {
+			return Account{}, fmt.Errorf("account id %q is not 12 digits", id)
+		}
+		if _, err := tx.Get(kindAccount, id); err == nil {
+			return Account{}, fmt.Errorf("account id %s is taken", id)
+		}
+	}
+	for id == "" {
+		candidate := newAccountID()
+		if _, err := tx.Get(kindAccount, candidate); errors.Is(err, store.ErrNotFound) {
+			id = candidate
 		} else if err != nil {
 			return Account{}, err
 		}

@@ -69,6 +69,20 @@ func TestInitMakesOneAdminAndIsIdempotent(t *testing.T) {
 	}
 }
 
+func TestInitWithFixedAdminID(t *testing.T) {
+	s, admin, _ := newService(t, Options{AdminID: "000000000001"})
+	if admin.ID != "000000000001" || !admin.Admin {
+		t.Fatalf("admin %+v", admin)
+	}
+	bad := New(store.NewMemory(), Options{AdminID: "1"})
+	if _, _, err := bad.Init(); err == nil {
+		t.Fatal("Init took a malformed admin id")
+	}
+	if a, _, err := s.Create(admin.ID, "alice"); err != nil || a.ID == admin.ID {
+		t.Fatalf("alice %+v %v", a, err)
+	}
+}
+
 func TestCreateListDeleteAccounts(t *testing.T) {
 	var askedDelete []string
 	s, admin, _ := newService(t, Options{BeforeDelete: func(id string) error {
