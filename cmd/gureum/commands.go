@@ -30,6 +30,8 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newVMMCommand())
 	root.AddCommand(newDiskCommand())
 	root.AddCommand(newImageCommand())
+	root.AddCommand(newDaemonCommand(), newInstanceCommand(), newVolumeCommand(), newSnapshotCommand(),
+		newTypeCommand(), newBillingCommand())
 	return root
 }
 

@@ -4,12 +4,21 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"gureum/api"
 )
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
+		// The daemon's errors already read "Error (Code): message".
+		var apiErr *api.Error
+		if errors.As(err, &apiErr) {
+			fmt.Fprintln(os.Stderr, apiErr.Error())
+			os.Exit(1)
+		}
 		fmt.Fprintln(os.Stderr, "gureum:", err)
 		os.Exit(1)
 	}
