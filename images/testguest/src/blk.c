@@ -382,17 +382,17 @@ static uint64_t next_random(void)
 	return rng_state;
 }
 
-static bool submit_random_read(struct blk_slot *s, uint8_t *buf, uint64_t blocks)
+static bool submit_random(struct blk_slot *s, bool write, uint8_t *buf, uint64_t blocks)
 {
 	uint64_t block = next_random() % blocks;
-	return submit(s, VIRTIO_BLK_T_IN, block * (IOPS_BYTES / 512), buf, IOPS_BYTES);
+	return submit(s, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, block * (IOPS_BYTES / 512), buf, IOPS_BYTES);
 }
 
-/* blk_measure_iops keeps IN_FLIGHT random 4 KiB reads going for `seconds`
- * and counts those that complete in that time. A request is resubmitted
+/* blk_measure_iops keeps IN_FLIGHT random 4 KiB reads (or writes) going
+ * for `seconds` and counts those that complete in that time. A request is resubmitted
  * as soon as it completes, so the count is what the device (and its I/O
  * limit) allows, not what the guest waits for. */
-bool blk_measure_iops(uint64_t seconds, uint64_t *ops, const char **why)
+bool blk_measure_iops(uint64_t seconds, bool write, uint64_t *ops, const char **why)
 {
 	*ops = 0;
 	if (blk_state <= 0) {
@@ -411,7 +411,7 @@ bool blk_measure_iops(uint64_t seconds, uint64_t *ops, const char **why)
 		cmd_buf = alloc_buffer(CHUNK_BYTES);
 	uint64_t deadline = rdtsc() + ms_to_tsc(seconds * 1000);
 	for (int i = 0; i < IN_FLIGHT; i++)
-		if (!submit_random_read(&slots[i], cmd_buf + i * IOPS_BYTES, blocks)) {
+		if (!submit_random(&slots[i], write, cmd_buf + i * IOPS_BYTES, blocks)) {
 			*why = "queue full";
 			return false;
 		}
@@ -436,7 +436,7 @@ bool blk_measure_iops(uint64_t seconds, uint64_t *ops, const char **why)
 			(*ops)++;
 			if (ok) {
 				int i = (int)(s - slots);
-				resubmitted |= submit_random_read(s, cmd_buf + i * IOPS_BYTES, blocks);
+				resubmitted |= submit_random(s, write, cmd_buf + i * IOPS_BYTES, blocks);
 			}
 		}
 		if (resubmitted)
@@ -454,7 +454,8 @@ bool blk_measure_iops(uint64_t seconds, uint64_t *ops, const char **why)
 	}
 }
 
-/* blkiops_selftest: "blkiops=DISK:SECONDS" on the command line. */
+/* blkiops_selftest: "blkiops=DISK:SECONDS[:r|w|rw]" on the command line:
+ * random reads, writes, or reads then writes (one line each). */
 enum result blkiops_selftest(void)
 {
 	if (config.blkiops_s == 0) {
@@ -465,12 +466,17 @@ enum result blkiops_selftest(void)
 		kprintf("selftest blkiops: skip no device\n");
 		return RESULT_SKIP;
 	}
-	uint64_t ops;
-	const char *why = "";
-	if (!blk_measure_iops(config.blkiops_s, &ops, &why)) {
-		kprintf("selftest blkiops: fail %s after %lu ops\n", why, ops);
-		return RESULT_FAIL;
+	for (int w = 0; w < 2; w++) {
+		if (!(config.blkiops_modes & (1u << w)))
+			continue;
+		const char *mode = w ? "write" : "read";
+		uint64_t ops;
+		const char *why = "";
+		if (!blk_measure_iops(config.blkiops_s, w, &ops, &why)) {
+			kprintf("selftest blkiops: fail %s after %lu ops mode=%s\n", why, ops, mode);
+			return RESULT_FAIL;
+		}
+		kprintf("selftest blkiops: ok ops=%lu seconds=%lu mode=%s\n", ops, config.blkiops_s, mode);
 	}
-	kprintf("selftest blkiops: ok ops=%lu seconds=%lu\n", ops, config.blkiops_s);
 	return RESULT_OK;
 }

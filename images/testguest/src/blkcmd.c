@@ -79,7 +79,7 @@ static void run_command(const char *cmd)
 			return;
 		}
 		uint64_t ops;
-		if (blk_measure_iops(a, &ops, &why))
+		if (blk_measure_iops(a, false, &ops, &why))
 			kprintf("blk iops: ok ops=%lu seconds=%lu\n", ops, a);
 		else
 			kprintf("blk iops: fail %s after %lu ops\n", why, ops);

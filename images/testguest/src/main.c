@@ -118,12 +118,17 @@ static void parse_word(const char *w)
 	else if (str_starts(w, "blk.disk=") && parse_u64(w + 9, NULL, &v))
 		config.blk_disk = v;
 	else if (str_starts(w, "blkiops=")) {
-		/* DISK:SECONDS */
+		/* DISK:SECONDS[:r|:w|:rw] */
 		const char *end;
 		uint64_t disk;
-		if (parse_u64(w + 8, &end, &disk) && *end == ':' && parse_u64(end + 1, NULL, &v)) {
+		if (parse_u64(w + 8, &end, &disk) && *end == ':' && parse_u64(end + 1, &end, &v)) {
 			config.blk_disk = disk;
 			config.blkiops_s = v;
+			config.blkiops_modes = 1; /* reads unless ":w" or ":rw" follows */
+			if (str_starts(end, ":w"))
+				config.blkiops_modes = 2;
+			else if (str_starts(end, ":rw"))
+				config.blkiops_modes = 3;
 		}
 	} else if (str_starts(w, "blkcmd") && (w[6] == 0 || w[6] == ' '))
 		config.blkcmd = true; /* blkcmd.c */

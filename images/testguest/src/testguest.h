@@ -136,6 +136,7 @@ struct config {
 	uint64_t hostile_hold_s; /* seconds to stay up after the attacks */
 	uint64_t blk_disk;       /* which virtio-blk device (0 = first) blk uses */
 	uint64_t blkiops_s;      /* blkiops self test: seconds, 0 = skip */
+	uint32_t blkiops_modes;  /* bit 0: random reads, bit 1: random writes */
 	bool blkcmd;             /* blkcmd.c: take disk commands on the console */
 };
 extern struct config config;
@@ -147,7 +148,7 @@ enum result blk_selftest(void);
 /* blk.c: the pieces the console commands and blkiops use */
 uint64_t blk_capacity_sectors(void);
 bool blk_write_pattern(uint64_t sector, uint64_t count, uint64_t seed, const char **why);
-bool blk_measure_iops(uint64_t seconds, uint64_t *ops, const char **why);
+bool blk_measure_iops(uint64_t seconds, bool write, uint64_t *ops, const char **why);
 enum result blkiops_selftest(void);
 void blkcmd_run(void) __attribute__((noreturn));
 enum result net_selftest(void);
