@@ -395,3 +395,10 @@ func (s *Service) InstanceTypes() []api.InstanceTypeInfo {
 func (s *Service) Capacity() instancetype.Usage {
 	return s.cap.Usage()
 }
+
+// CgroupParents returns the directories of gureum's parent cgroup (cpu,
+// memory; equal under cgroup v2), which the daemon leaves in place and
+// tests remove.
+func (s *Service) CgroupParents() (cpu, memory string) {
+	return s.sup.CgroupParents()
+}

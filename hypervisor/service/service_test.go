@@ -59,7 +59,10 @@ func openTest(t *testing.T, clock func() time.Time) *Service {
 			s.sup.Kill(in.ID)
 			s.sup.Wait(context.Background(), in.ID)
 		}
+		cpu, mem := s.CgroupParents()
 		s.Close()
+		os.Remove(cpu)
+		os.Remove(mem)
 	})
 	return s
 }
