@@ -225,3 +225,77 @@ func readAt(t *testing.T, path, format string, n int) string {
 	}
 	return string(b)
 }
+
+// TestBillingRunStopStart checks the meter against the rule with an
+// injected clock: a 30 s run is billed the 60 s minimum, a 90.5 s run 91 s,
+// stopped time nothing; the root volume is billed per GB-month throughout.
+func TestBillingRunStopStart(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: t0}
+	s := openTest(t, clock.Now)
+	res, err := s.RunInstances(context.Background(), Admin, api.RunInstancesRequest{Image: testImage(t, ""), InstanceType: "m5.large"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Instances[0].InstanceID
+	waitState(t, s, id, lifecycle.Running)
+	clock.Advance(30 * time.Second)
+	if _, err := s.Stop(Admin, id, api.StopRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, id, lifecycle.Stopped)
+	clock.Advance(100 * time.Second)
+	if _, err := s.Start(Admin, id); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, id, lifecycle.Running)
+	clock.Advance(90*time.Second + 500*time.Millisecond)
+	if _, err := s.Stop(Admin, id, api.StopRequest{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, id, lifecycle.Stopped)
+
+	rep, err := s.Billing(Admin, t0.Add(-time.Hour), t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hourly := s.prices.InstanceHourly["m5.large"]
+	var inst, vol *api.BillingLine
+	for i, l := range rep.Lines {
+		switch l.Kind {
+		case "instance":
+			inst = &rep.Lines[i]
+		case "volume":
+			vol = &rep.Lines[i]
+		}
+	}
+	if inst == nil || inst.Quantity != 60+91 || inst.ResourceID != id {
+		t.Fatalf("instance line %+v, want 151 seconds (lines %+v)", inst, rep.Lines)
+	}
+	if want := 151 * hourly / 3600; diff(inst.Cost, want) > 1e-12 {
+		t.Errorf("instance cost %g, want %g", inst.Cost, want)
+	}
+	if want := 3600.0 / (30 * 24 * 3600); vol == nil || diff(vol.Quantity, want) > 1e-12 || vol.Type != "gp3" {
+		t.Errorf("volume line %+v, want %g GB-month of gp3", vol, want)
+	}
+	// A period that starts inside the second run bills only its part.
+	rep, err = s.Billing(Admin, t0.Add(200*time.Second), t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range rep.Lines {
+		if l.Kind == "instance" && l.Quantity != 21 {
+			t.Errorf("instance in the late period: %g seconds, want 21", l.Quantity)
+		}
+	}
+	if _, err := s.Billing(Admin, t0, t0); api.CodeOf(err) != api.CodeInvalidParameterValue {
+		t.Errorf("empty period: %v", err)
+	}
+}
+
+func diff(a, b float64) float64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
