@@ -299,3 +299,44 @@ func diff(a, b float64) float64 {
 	}
 	return b - a
 }
+
+// TestCreditHoldAndRelease: a standard t3.nano starts with an empty bank
+// (T3 gets no launch credits); a guest spinning its vCPU for a second of
+// a one-second sample spends far more than it earned, so it is held at
+// its baseline (2 vCPUs x 5% = 0.1 CPU) through the cgroup quota. An hour
+// later, held at a tenth of a CPU, it has earned more than it spent and
+// the hold is lifted.
+func TestCreditHoldAndRelease(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: t0}
+	s := openTest(t, clock.Now)
+	res, err := s.RunInstances(context.Background(), Admin, api.RunInstancesRequest{Image: testImage(t, "selftest burn=0:30"), InstanceType: "t3.nano", CreditMode: "standard"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Instances[0].InstanceID
+	waitState(t, s, id, lifecycle.Running)
+	waitConsole(t, s, id, "gureum-testguest: ready")
+	time.Sleep(time.Second)
+	clock.Advance(time.Second)
+	s.TickCredits(context.Background())
+	in, _ := s.Instance(Admin, id)
+	lim, err := s.sup.Limits(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Credits == nil || !in.Credits.Throttled || lim.CPUMilli != 100 {
+		t.Fatalf("after a busy second with no credits: credits %+v, cpu %d milli, want held at 100", in.Credits, lim.CPUMilli)
+	}
+	clock.Advance(time.Hour)
+	s.TickCredits(context.Background())
+	in, _ = s.Instance(Admin, id)
+	lim, _ = s.sup.Limits(id)
+	if in.Credits.Throttled || in.Credits.Balance < 5 || lim.CPUMilli != 1000 {
+		t.Fatalf("after an hour at baseline: credits %+v, cpu %d milli, want released", in.Credits, lim.CPUMilli)
+	}
+	if _, err := s.Terminate(Admin, id, api.StopRequest{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, id, lifecycle.Terminated)
+}
