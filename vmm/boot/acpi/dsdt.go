@@ -72,16 +72,8 @@ func serialPort() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	le := binary.LittleEndian
-	var crs []byte
-	crs = append(crs, resIOPort, resDecode16)
-	crs = le.AppendUint16(crs, layout.COM1)
-	crs = le.AppendUint16(crs, layout.COM1)
-	crs = append(crs, 1, layout.COM1Size)
-	// IRQNoFlags: small item 0x22 (IRQ descriptor, 2 data bytes), then a
-	// 16-bit mask with one bit per ISA IRQ; edge-triggered, active high.
-	crs = append(crs, resIRQ)
-	crs = le.AppendUint16(crs, 1<<layout.IRQCOM1)
+	crs := ioPort(nil, layout.COM1, layout.COM1Size)
+	crs = irqNoFlags(crs, layout.IRQCOM1)
 	crs = append(crs, resEndTag, 0)
 	return amlDevice("COM1",
 		amlName("_HID", hid),
@@ -102,22 +94,32 @@ func keyboardController() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	le := binary.LittleEndian
-	var crs []byte
-	for _, port := range []uint16{layout.I8042Data, layout.I8042Command} {
-		crs = append(crs, resIOPort, resDecode16)
-		crs = le.AppendUint16(crs, port)
-		crs = le.AppendUint16(crs, port)
-		crs = append(crs, 1, 1)
-	}
-	crs = append(crs, resIRQ)
-	crs = le.AppendUint16(crs, 1<<layout.IRQKeyboard)
+	crs := ioPort(nil, layout.I8042Data, 1)
+	crs = ioPort(crs, layout.I8042Command, 1)
+	crs = irqNoFlags(crs, layout.IRQKeyboard)
 	crs = append(crs, resEndTag, 0)
 	return amlDevice("KBD0",
 		amlName("_HID", hid),
 		amlName("_UID", amlInteger(0)),
 		amlName("_CRS", amlBuffer(crs)),
 	), nil
+}
+
+// ioPort appends IO(Decode16, base, base, 1, n): n ports at a fixed base.
+func ioPort(b []byte, base uint16, n uint8) []byte {
+	le := binary.LittleEndian
+	b = append(b, resIOPort, resDecode16)
+	b = le.AppendUint16(b, base)
+	b = le.AppendUint16(b, base)
+	return append(b, 1, n)
+}
+
+// irqNoFlags appends IRQNoFlags(){irq}: small item 0x22 (IRQ descriptor,
+// 2 data bytes), then a 16-bit mask with one bit per ISA IRQ; edge
+// triggered, active high.
+func irqNoFlags(b []byte, irq uint8) []byte {
+	b = append(b, resIRQ)
+	return binary.LittleEndian.AppendUint16(b, 1<<irq)
 }
 
 // pciRootBridge encodes Device(PCI0) for the host bridge.
@@ -174,10 +176,7 @@ func pciResources(p *PCIHostBridge) []byte {
 	// WordBusNumber: buses 0..LastBus.
 	b = wordAddress(b, resTypeBusNumber, 0, 0, uint16(p.LastBus))
 	// IO(Decode16, 0xcf8, 0xcf8, 1, 8): configuration mechanism #1.
-	b = append(b, resIOPort, resDecode16)
-	b = le.AppendUint16(b, layout.PCIConfAddr)
-	b = le.AppendUint16(b, layout.PCIConfAddr)
-	b = append(b, 1, pciConfigPortSize)
+	b = ioPort(b, layout.PCIConfAddr, pciConfigPortSize)
 	// WordIO: all other ports go through the bridge too, as on a PC.
 	b = wordAddress(b, resTypeIO, resIOEntireRange, 0x0000, layout.PCIConfAddr-1)
 	b = wordAddress(b, resTypeIO, resIOEntireRange, layout.PCIConfAddr+pciConfigPortSize, 0xffff)
