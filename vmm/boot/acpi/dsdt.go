@@ -68,18 +68,8 @@ func buildDSDT(cfg Config) ([]byte, error) {
 // the UART's interrupt only works once a device in the namespace claims it:
 // the 8250 PNP driver binds to PNP0501, reads this _CRS and registers GSI 4.
 func serialPort() ([]byte, error) {
-	hid, err := amlEISAID("PNP0501")
-	if err != nil {
-		return nil, err
-	}
 	crs := ioPort(nil, layout.COM1, layout.COM1Size)
-	crs = irqNoFlags(crs, layout.IRQCOM1)
-	crs = append(crs, resEndTag, 0)
-	return amlDevice("COM1",
-		amlName("_HID", hid),
-		amlName("_UID", amlInteger(0)),
-		amlName("_CRS", amlBuffer(crs)),
-	), nil
+	return isaDevice("COM1", "PNP0501", irqNoFlags(crs, layout.IRQCOM1))
 }
 
 // keyboardController encodes Device(KBD0) for the i8042. Linux's i8042
@@ -90,15 +80,20 @@ func serialPort() ([]byte, error) {
 // typed into the controller) would reach nobody. The data port, the
 // command/status port and IRQ 1 are the PC's.
 func keyboardController() ([]byte, error) {
-	hid, err := amlEISAID("PNP0303")
+	crs := ioPort(nil, layout.I8042Data, 1)
+	crs = ioPort(crs, layout.I8042Command, 1)
+	return isaDevice("KBD0", "PNP0303", irqNoFlags(crs, layout.IRQKeyboard))
+}
+
+// isaDevice encodes Device(name) with an EISA _HID, _UID 0 and a _CRS of
+// the given resource descriptors (the end tag is added here).
+func isaDevice(name, eisaID string, resources []byte) ([]byte, error) {
+	hid, err := amlEISAID(eisaID)
 	if err != nil {
 		return nil, err
 	}
-	crs := ioPort(nil, layout.I8042Data, 1)
-	crs = ioPort(crs, layout.I8042Command, 1)
-	crs = irqNoFlags(crs, layout.IRQKeyboard)
-	crs = append(crs, resEndTag, 0)
-	return amlDevice("KBD0",
+	crs := append(resources, resEndTag, 0)
+	return amlDevice(name,
 		amlName("_HID", hid),
 		amlName("_UID", amlInteger(0)),
 		amlName("_CRS", amlBuffer(crs)),
