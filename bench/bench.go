@@ -22,6 +22,8 @@ var parts = []part{
 	{name: "boot", run: runBoot},
 	{name: "blk", devices: true, run: runBlk},
 	{name: "net", devices: true, run: runNet},
+	{name: "blkraw", devices: true, run: runBlkIO("raw")},
+	{name: "blkqcow2", devices: true, run: runBlkIO("qcow2")},
 }
 
 // selected returns the peers that run part under the -only filter.

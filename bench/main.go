@@ -53,7 +53,7 @@ func run() int {
 	var o options
 	var only string
 	flag.IntVar(&o.reps, "reps", 5, "repetitions of each measurement per peer")
-	flag.StringVar(&only, "only", "", "run only cases whose \"part/peer\" name matches this regular expression (parts: boot, blk, net; peers: gureum, qemu, gokvm)")
+	flag.StringVar(&only, "only", "", "run only cases whose \"part/peer\" name matches this regular expression (parts: boot, blk, net, blkraw, blkqcow2; peers: gureum, qemu, gokvm)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "directory for the results (a time-stamped folder is made inside)")
 	flag.StringVar(&o.binDir, "bin", os.Getenv("GUREUM_BIN"), "directory holding gureum-vmm and testguest.elf (default $GUREUM_BIN, else ./bin)")
 	flag.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")

@@ -14,8 +14,11 @@ type guestSetup struct {
 	cmdline string
 	cpus    int
 	memMiB  int
-	disk    string // raw image, or "" for none
-	tap     string // tap device in the run's namespace, or "" for none
+	disk    string // disk image, or "" for none
+	// diskFormat is the image's format for peers that must be told
+	// (QEMU); empty means raw. gureum-vmm reads the header.
+	diskFormat string
+	tap        string // tap device in the run's namespace, or "" for none
 }
 
 // peer is one VMM under test: how to start it for a guest setup, and what
@@ -88,7 +91,11 @@ func qemuPeer(bin string) peer {
 				"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 				"-kernel", g.kernel, "-append", g.cmdline}
 			if g.disk != "" {
-				argv = append(argv, "-drive", "file="+g.disk+",format=raw,if=none,id=d0,cache=writeback",
+				format := g.diskFormat
+				if format == "" {
+					format = "raw"
+				}
+				argv = append(argv, "-drive", "file="+g.disk+",format="+format+",if=none,id=d0,cache=writeback",
 					"-device", "virtio-blk-pci,drive=d0")
 			}
 			if g.tap != "" {

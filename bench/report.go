@@ -63,6 +63,8 @@ var metrics = []metric{
 	{part: "net", key: "echo_loss_pct", label: "echo requests unanswered (%)", format: "%.1f"},
 }
 
+func init() { metrics = append(metrics, blkIOMetrics()...) }
+
 // atLeastQEMU is the goal of the device figures: gureum's median no
 // lower than QEMU's.
 func atLeastQEMU(g, q spread) string {
