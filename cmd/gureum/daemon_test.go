@@ -160,6 +160,9 @@ func TestE2EDaemonKillAndRestart(t *testing.T) {
 	// 4. A VMM that dies while no daemon runs.
 	cpid := d.vmmPID(c)
 	syscall.Kill(cpid, syscall.SIGKILL)
+	for i := 0; i < 200 && alive(cpid); i++ {
+		time.Sleep(10 * time.Millisecond) // its wrapper reaps it
+	}
 	epid := d.vmmPID(e)
 	d.start()
 	d.wait([]string{a}, "stopped")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -65,6 +66,16 @@ func instanceRun(f *apiFlags) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if img.Kernel != "" {
+				// The daemon runs elsewhere: local paths become absolute.
+				for _, p := range []*string{&img.Kernel, &img.Initrd, &img.RootDisk} {
+					if *p != "" {
+						abs, err := filepath.Abs(*p)
+						if err != nil {
+							return err
+						}
+						*p = abs
+					}
+				}
 				req.Image = &img
 			}
 			for _, t := range tags {

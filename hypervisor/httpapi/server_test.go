@@ -168,6 +168,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown ami", bad(func(r *api.RunInstancesRequest) { r.Image, r.ImageID = nil, "ami-0123456789abcdef0" }), api.CodeInvalidAMIIDNotFound},
 		{"oversize root", bad(func(r *api.RunInstancesRequest) { r.RootVolumeGiB = 1 << 20 }), api.CodeInvalidParameterValue},
 		{"bad credits", bad(func(r *api.RunInstancesRequest) { r.CreditMode = "infinite" }), api.CodeInvalidParameterValue},
+		{"relative kernel", bad(func(r *api.RunInstancesRequest) { r.Image = &api.ImageSpec{Kernel: "bin/testguest.elf"} }), api.CodeInvalidParameterValue},
 		{"bad shutdown", bad(func(r *api.RunInstancesRequest) { r.ShutdownBehavior = "explode" }), api.CodeInvalidParameterValue},
 		{"unknown volume", bad(func(r *api.RunInstancesRequest) { r.Volumes = []string{"vol-0123456789abcdef0"} }), api.CodeInvalidVolumeNotFound},
 		{"no capacity", bad(func(r *api.RunInstancesRequest) { r.InstanceType, r.Count = "m5.24xlarge", 2 }), api.CodeInsufficientInstanceCapacity},

@@ -126,6 +126,7 @@ func (a *actuator) StartVMM(ctx context.Context, id string) error {
 		if errors.Is(err, supervisor.ErrClosed) || errors.Is(err, supervisor.ErrExists) || ctx.Err() != nil {
 			return err // the daemon is going away, or an old VMM is still being cleaned up
 		}
+		s.log.Warn("VMM did not start", "instance", id, "err", err)
 		return lifecycle.Permanent(err)
 	}
 	// The API answers while the VM is still being created; the instance is
@@ -166,6 +167,9 @@ func (a *actuator) StopVMM(ctx context.Context, id string, force bool) error {
 	if _, err := s.sup.Get(id); err != nil {
 		return s.recordStopped(id) // already gone (exited, or a replayed step)
 	}
+	// The VMM stops the guest itself at the deadline; killAt is the
+	// daemon's own backstop should the VMM not manage to.
+	var killAt time.Time
 	if force {
 		if err := s.sup.Kill(id); err != nil && !errors.Is(err, supervisor.ErrNotFound) {
 			return err
@@ -179,6 +183,7 @@ func (a *actuator) StopVMM(ctx context.Context, id string, force bool) error {
 		if r.StopDeadlineSeconds > 0 {
 			deadline = time.Duration(r.StopDeadlineSeconds) * time.Second
 		}
+		killAt = time.Now().Add(deadline + 5*time.Second)
 		if err := s.sup.Shutdown(ctx, id, deadline); err != nil && !errors.Is(err, supervisor.ErrNotFound) {
 			// The VMM does not answer: it cannot shut its guest down.
 			s.log.Warn("graceful shutdown refused; killing the VMM", "instance", id, "err", err)
@@ -195,8 +200,9 @@ func (a *actuator) StopVMM(ctx context.Context, id string, force bool) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !force && s.forceRequested(id) {
+		if !force && (s.forceRequested(id) || time.Now().After(killAt)) {
 			force = true
+			s.log.Warn("killing a VMM that did not stop", "instance", id)
 			s.sup.Kill(id)
 		}
 	}

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -77,6 +78,11 @@ func (s *Service) validateRun(ctx context.Context, caller Caller, req api.RunIns
 	case req.Image != nil:
 		if req.Image.Kernel == "" {
 			return nil, api.Errorf(api.CodeMissingParameter, "The image must name a kernel.")
+		}
+		for _, f := range []string{req.Image.Kernel, req.Image.Initrd, req.Image.RootDisk} {
+			if f != "" && !filepath.IsAbs(f) {
+				return nil, api.Errorf(api.CodeInvalidParameterValue, "Image file '%s' must be an absolute path on the host.", f)
+			}
 		}
 		p.image = ResolvedImage{Kernel: req.Image.Kernel, Initrd: req.Image.Initrd, Cmdline: req.Image.Cmdline, RootDisk: req.Image.RootDisk}
 	default:
