@@ -3,6 +3,7 @@ package nested
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,9 +31,10 @@ const (
 	l1BinDir    = "/gureum/bin"
 	l1Test      = "/gureum/linux.test"
 	l1GuestsDir = "/l2"
+	// l1DebugfsPath is where L1 has debugfs; the tests look there.
+	l1DebugfsPath = "/usr/sbin/debugfs"
 
-	// EnvGuests names the folder with one sub-folder per guest
-	// (GuestKernelFile, GuestInitrdFile, GuestDiskFile in each).
+	// EnvGuests names the folder with the guests (ReadGuests).
 	EnvGuests = "GUREUM_LINUX_GUESTS"
 	// EnvInsideL1 is "1" inside the nested host: the tests then put
 	// their taps in L1's root namespace (busybox has no `ip netns`; L1 is
@@ -43,7 +45,8 @@ const (
 // HostConfig says what to build for one nested run.
 type HostConfig struct {
 	RepoRoot    string   // the gureum module
-	Cache       Cache    // Debian packages
+	Cache       Cache    // Debian packages for L1 (its kernel, modules, busybox)
+	ImageCache  string   // the default image's cache (ImageCacheDir)
 	Dir         string   // scratch folder for binaries, guests and the L1 initramfs
 	Flavours    []string // guest kernels to test: "cloud", "generic"
 	TestPackage string   // the Linux-guest tests, e.g. ./vmm/linuxtest
@@ -60,8 +63,10 @@ type Host struct {
 	L1Initrd string
 }
 
-// Prepare fetches the Debian packages, builds static gureum binaries and
-// the Linux-guest test binary, the guests, and L1's initramfs.
+// Prepare fetches the Debian packages for L1, builds (or finds in the
+// cache) the default image for the L2 guests, builds static gureum
+// binaries and the Linux-guest test binary, and writes L1's initramfs.
+// Progress goes to logf.
 func Prepare(ctx context.Context, cfg HostConfig, logf func(string, ...any)) (Host, error) {
 	start := time.Now()
 	busybox, err := cfg.Cache.Busybox()
@@ -69,22 +74,24 @@ func Prepare(ctx context.Context, cfg HostConfig, logf func(string, ...any)) (Ho
 		return Host{}, err
 	}
 	files := map[string]string{}
-	var l1Kernel Kernel
-	for _, fl := range cfg.Flavours {
-		k, err := cfg.Cache.Kernel(fl)
-		if err != nil {
-			return Host{}, err
-		}
-		g, err := BuildGuest(k, busybox, filepath.Join(cfg.Dir, "l2", fl), 16)
-		if err != nil {
-			return Host{}, err
-		}
-		for _, f := range []string{g.Kernel, g.Initrd, g.RootDisk} {
-			files[filepath.Join(l1GuestsDir, fl, filepath.Base(f))] = f
-		}
+	guests, err := DefaultImageGuests(ctx, cfg.ImageCache, cfg.Flavours, logWriter(logf))
+	if err != nil {
+		return Host{}, err
+	}
+	packed, err := addGuests(guests, files, cfg.Dir)
+	if err != nil {
+		return Host{}, err
+	}
+	logf("default image: %s, root disk packed to %d KiB", filepath.Dir(guests[0].RootDisk), packed>>10)
+	// The tests read back what a guest wrote to its disk with debugfs,
+	// which L1 (busybox only) lacks: the host's copy goes in, with the
+	// shared libraries it needs.
+	if err := addHostProgram(ctx, "debugfs", l1DebugfsPath, files); err != nil {
+		return Host{}, err
 	}
 	// L1 always runs the cloud kernel: it is small and boots fastest.
-	if l1Kernel, err = cfg.Cache.Kernel("cloud"); err != nil {
+	l1Kernel, err := cfg.Cache.Kernel("cloud")
+	if err != nil {
 		return Host{}, err
 	}
 
@@ -155,4 +162,56 @@ func goCommand(ctx context.Context, root string, args ...string) error {
 		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// addHostProgram adds the host's program name to L1's files at inside,
+// with the shared libraries and the dynamic loader it needs at the paths
+// where the host has them (as `ldd` lists them), so that it runs in L1,
+// which has no C library of its own.
+func addHostProgram(ctx context.Context, name, inside string, files map[string]string) error {
+	prog, err := exec.LookPath(name)
+	if err != nil {
+		for _, dir := range []string{"/usr/sbin", "/sbin"} {
+			if st, serr := os.Stat(filepath.Join(dir, name)); serr == nil && st.Mode()&0o111 != 0 {
+				prog, err = filepath.Join(dir, name), nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s not found on the host (apt package e2fsprogs): %w", name, err)
+	}
+	out, err := exec.CommandContext(ctx, "ldd", prog).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s: %w", prog, err)
+	}
+	files[inside] = prog
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+		// "/lib64/ld-linux-x86-64.so.2 (0x...)"; linux-vdso has no file.
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "=>" && filepath.IsAbs(f[2]) {
+			files[f[2]] = f[2]
+		} else if len(f) >= 1 && filepath.IsAbs(f[0]) {
+			files[f[0]] = f[0]
+		}
+	}
+	return nil
+}
+
+// logWriter turns lines written to it into calls of logf (for the image
+// build's progress).
+func logWriter(logf func(string, ...any)) io.Writer {
+	return lineLogger{logf}
+}
+
+type lineLogger struct{ logf func(string, ...any) }
+
+func (l lineLogger) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			l.logf("%s", line)
+		}
+	}
+	return len(p), nil
 }

@@ -41,16 +41,24 @@ func TestNestedLinuxGuests(t *testing.T) {
 	if HardwareKVM() {
 		t.Skip("/dev/kvm has hardware virtualization: vmm/linuxtest runs the Linux guests directly")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "apt-get", "dpkg-deb", "mkfs.ext4"} {
+	for _, tool := range []string{"qemu-system-x86_64", "apt-get", "dpkg-deb", "ldd"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			skipOrFail(t, tool+" not found (apt packages qemu-system-x86, e2fsprogs)")
 		}
 	}
+	if !hostHas("mkfs.ext4") || !hostHas("debugfs") {
+		skipOrFail(t, "mkfs.ext4 or debugfs not found (apt package e2fsprogs)")
+	}
 	ctx := context.Background()
 	dir := t.TempDir()
+	imageCache, err := ImageCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	host, err := Prepare(ctx, HostConfig{
 		RepoRoot:    repoRoot(),
 		Cache:       Cache{Dir: DefaultCacheDir()},
+		ImageCache:  imageCache,
 		Dir:         dir,
 		Flavours:    []string{"cloud", "generic"},
 		TestPackage: "./vmm/linuxtest",
@@ -95,6 +103,20 @@ func TestNestedLinuxGuests(t *testing.T) {
 		}
 		t.Fatalf("%s\nL1 console:\n%s", msg, tail(r.Console, 200))
 	}
+}
+
+// hostHas reports whether the host has the program, looking in the sbin
+// folders too (they are often not on a user's PATH).
+func hostHas(name string) bool {
+	if _, err := exec.LookPath(name); err == nil {
+		return true
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // withoutHeartbeat copies whole lines to w, leaving out L1's heartbeat.

@@ -1,7 +1,6 @@
 package linuxtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -35,7 +34,8 @@ const baseCmdline = "quiet loglevel=3"
 
 // Addresses on the test network between the host side of the tap and eth0.
 const (
-	hostCIDR  = "10.0.2.1/24"
+	hostIP    = "10.0.2.1"
+	hostCIDR  = hostIP + "/24"
 	guestIP   = "10.0.2.15"
 	guestCIDR = guestIP + "/24"
 )
@@ -46,10 +46,10 @@ var (
 	guestsErr  error
 )
 
-// guests returns the guests to boot, one per kernel flavour. It skips the
-// test when /dev/kvm cannot boot a stock kernel and no nested host set
-// GUREUM_LINUX_GUESTS: the nested host (images/nested) covers that case
-// and fails under GUREUM_REQUIRE_KVM=1 when it cannot run.
+// guests returns the guests to boot, one per kernel flavour of the default
+// image. It skips the test when /dev/kvm cannot boot a stock kernel and no
+// nested host set GUREUM_LINUX_GUESTS: the nested host (images/nested)
+// covers that case and fails under GUREUM_REQUIRE_KVM=1 when it cannot run.
 func guests(t *testing.T) []nested.Guest {
 	t.Helper()
 	dir := os.Getenv(nested.EnvGuests)
@@ -59,10 +59,17 @@ func guests(t *testing.T) []nested.Guest {
 	vmmtest.RequireKVM(t)
 	guestsOnce.Do(func() {
 		if dir != "" {
-			guestList, guestsErr = readGuests(dir)
+			guestList, guestsErr = nested.ReadGuests(dir)
 			return
 		}
-		guestList, guestsErr = buildGuests()
+		// On a hardware-KVM machine: the default image from its
+		// cache, built there first if needed (about 25 s).
+		cache, err := nested.ImageCacheDir()
+		if err != nil {
+			guestsErr = err
+			return
+		}
+		guestList, guestsErr = nested.DefaultImageGuests(context.Background(), cache, []string{"cloud", "generic"}, os.Stderr)
 	})
 	if guestsErr != nil {
 		t.Fatal(guestsErr)
@@ -70,63 +77,12 @@ func guests(t *testing.T) []nested.Guest {
 	return guestList
 }
 
-// readGuests lists the guest folders the nested host prepared.
-func readGuests(dir string) ([]nested.Guest, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", nested.EnvGuests, err)
-	}
-	var gs []nested.Guest
-	for _, e := range entries {
-		d := filepath.Join(dir, e.Name())
-		gs = append(gs, nested.Guest{Name: e.Name(),
-			Kernel:   filepath.Join(d, nested.GuestKernelFile),
-			Initrd:   filepath.Join(d, nested.GuestInitrdFile),
-			RootDisk: filepath.Join(d, nested.GuestDiskFile)})
-	}
-	if len(gs) == 0 {
-		return nil, fmt.Errorf("%s=%s holds no guests", nested.EnvGuests, dir)
-	}
-	return gs, nil
-}
-
-// buildGuests makes the guests on a hardware-KVM machine, from the same
-// Debian packages the nested host uses. They live until the process ends.
-func buildGuests() ([]nested.Guest, error) {
-	c := nested.Cache{Dir: nested.DefaultCacheDir()}
-	bb, err := c.Busybox()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "gureum-linuxtest-")
-	if err != nil {
-		return nil, err
-	}
-	var gs []nested.Guest
-	for _, fl := range []string{"cloud", "generic"} {
-		k, err := c.Kernel(fl)
-		if err != nil {
-			return nil, err
-		}
-		g, err := nested.BuildGuest(k, bb, filepath.Join(dir, fl), 16)
-		if err != nil {
-			return nil, err
-		}
-		gs = append(gs, g)
-	}
-	return gs, nil
-}
-
 // freshDisk copies the guest's root disk so each boot starts clean and the
-// test can inspect what the guest wrote.
+// test can inspect what the guest wrote. The copy keeps the image's holes.
 func freshDisk(t *testing.T, g nested.Guest) string {
 	t.Helper()
-	data, err := os.ReadFile(g.RootDisk)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := filepath.Join(t.TempDir(), "root.img")
-	if err := os.WriteFile(p, data, 0o644); err != nil {
+	if err := nested.CopyDisk(g.RootDisk, p); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -190,57 +146,103 @@ func (n guestNet) get(t *testing.T, path string) string {
 	return string(body)
 }
 
-// readyLine is what the guest's boot script reports once it is up.
-const readyLine = `gureum-guest: ready kernel=(\S+) cpus=(\d+) root=(\S+) eth0=(\S*) written=(\S*)\r?\n`
+// readyLine is the line the default image's boot script prints once eth0,
+// httpd and the rest are up (images/rootfs/etc/init.d/rcS); it goes to the
+// console from user space, so "quiet loglevel=3" does not hide it.
+const readyLine = `gureum-guest: ready name=(\S+) ip=(\S+) cpus=(\d+) root=(\S+) kernel=(\S+)\r?\n`
 
-// TestLinuxBoot boots each kernel with its root on virtio-blk and eth0 on
-// virtio-net: the guest must see 2 CPUs and /dev/vda as root, answer HTTP
-// on its static address, write and sync a file that is found in the disk
-// image afterwards, and power off when asked over HTTP, which ends the VMM
-// with status 0.
+// runExit is printed after the gureum.run command finished.
+const runExit = `gureum-guest: run exit=(\d+)\r?\n`
+
+// TestLinuxBoot boots each kernel of the default image with its root on
+// virtio-blk and eth0 on virtio-net. The guest must see 2 CPUs and
+// /dev/vda as root, come up on its static address (no DHCP server here:
+// the image falls back to gureum.ip after its DHCP tries), answer HTTP
+// with a page naming the instance and run /cgi-bin/burn, write and sync a
+// file, and power off on the VMM's shutdown action (Ctrl-Alt-Del on the
+// i8042: the image's inittab runs poweroff), which ends the VMM with
+// status 0 (not 4, "stopped" after the deadline). The file must then be in
+// the disk image, as debugfs reads it.
 func TestLinuxBoot(t *testing.T) {
+	debugfs := findDebugfs(t)
 	for _, g := range guests(t) {
 		t.Run(g.Name, func(t *testing.T) {
 			disk := freshDisk(t, g)
 			n := newGuestNet(t)
+			name := "linux-" + g.Name
 			word := fmt.Sprintf("gureum-written-%d", time.Now().UnixNano())
-			args := guestArgs(g, disk, "gureum.ip="+guestCIDR+" gureum.write="+word)
-			args = append(args, "--net", n.tap)
+			cmdline := fmt.Sprintf(`gureum.name=%s gureum.ip=%s gureum.gw=%s gureum.run="echo %s >/root/written && sync"`,
+				name, guestCIDR, hostIP, word)
+			args := append(guestArgs(g, disk, cmdline), "--net", n.tap)
 			start := time.Now()
-			v := vmmtest.StartVMM(t, vmmtest.Options{Args: args, NetNS: nsName(n)})
+			v := vmmtest.StartVMM(t, vmmtest.Options{API: true, Args: args, NetNS: nsName(n)})
 			m := v.WaitFor(readyLine, guestTimeout)
-			t.Logf("%s ready after %.1fs: %s", g.Name, time.Since(start).Seconds(), m[0])
-			if strings.HasSuffix(m[1], "-cloud-amd64") != (g.Name == "cloud") {
-				t.Errorf("guest runs kernel %s, want the %s flavour", m[1], g.Name)
+			t.Logf("%s ready after %.1fs: %s", g.Name, time.Since(start).Seconds(), strings.TrimSpace(m[0]))
+			if m[1] != name {
+				t.Errorf("guest calls itself %q, want %q", m[1], name)
 			}
-			if m[2] != "2" {
-				t.Errorf("guest sees %s CPUs, want 2", m[2])
+			if m[2] != guestCIDR {
+				t.Errorf("eth0 has %q, want %s", m[2], guestCIDR)
 			}
-			if m[3] != "/dev/vda" {
-				t.Errorf("root is %q, want /dev/vda", m[3])
+			if m[3] != "2" {
+				t.Errorf("guest sees %s CPUs, want 2", m[3])
 			}
-			if m[4] != guestCIDR {
-				t.Errorf("eth0 has %q, want %s", m[4], guestCIDR)
+			if m[4] != "/dev/vda" {
+				t.Errorf("root is %q, want /dev/vda", m[4])
 			}
-			if m[5] != word {
-				t.Errorf("guest read back %q, want %q", m[5], word)
+			if strings.HasSuffix(m[5], "-cloud-amd64") != (g.Name == "cloud") {
+				t.Errorf("guest runs kernel %s, want the %s flavour", m[5], g.Name)
 			}
-			if body := n.get(t, "/"); !strings.Contains(body, "gureum linux guest "+m[1]) {
-				t.Errorf("HTTP page %q does not name kernel %s", body, m[1])
+			if code := v.WaitFor(runExit, guestTimeout)[1]; code != "0" {
+				t.Errorf("writing the file in the guest: exit status %s", code)
 			}
-			n.get(t, "/cgi-bin/poweroff")
+			if body := n.get(t, "/"); !strings.Contains(body, "gureum instance "+name+", address "+guestCIDR) {
+				t.Errorf("HTTP page %q does not name instance %s at %s", body, name, guestCIDR)
+			}
+			want := "burned 1 s on 2 cpus on " + name
+			if body := n.get(t, "/cgi-bin/burn?seconds=1"); strings.TrimSpace(body) != want {
+				t.Errorf("burn answered %q, want %q", body, want)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
+			defer cancel()
+			c := api.NewClient(v.APISock)
+			if err := c.Action(ctx, api.ActionRequest{Action: "shutdown", TimeoutMS: 60000}); err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
 			if code := v.Wait(guestTimeout); code != 0 {
-				t.Fatalf("exit status %d after the guest's poweroff, want 0", code)
+				t.Fatalf("exit status %d after the shutdown action, want 0: the guest did not power off on Ctrl-Alt-Del "+
+					"(does Linux's i8042 driver bind? \"i8042: probe of i8042 failed with error -22\" at loglevel 7 means IRQ 1 is not registered)", code)
 			}
-			data, err := os.ReadFile(disk)
-			if err != nil {
-				t.Fatal(err)
+			if !strings.Contains(v.Output(), "gureum-guest: shutting down") {
+				t.Errorf("the guest powered off without running its shutdown script (rcK)")
 			}
-			if !bytes.Contains(data, []byte(word+"\n")) {
-				t.Errorf("%q, written and synced by the guest, is not in the disk image", word)
+			out, err := exec.Command(debugfs, "-R", "cat /root/written", disk).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), word+"\n") {
+				t.Errorf("/root/written in the disk image after poweroff (debugfs): %q, %v; want %q", out, err, word)
 			}
 		})
 	}
+}
+
+// findDebugfs returns the path of e2fsprogs' debugfs, which reads files
+// out of an ext4 image without mounting it. The nested host puts it into
+// L1 at /usr/sbin/debugfs.
+func findDebugfs(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("debugfs"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/debugfs", "/sbin/debugfs"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("GUREUM_REQUIRE_KVM") == "1" {
+		t.Fatal("GUREUM_REQUIRE_KVM=1 but debugfs is missing (apt package e2fsprogs)")
+	}
+	t.Skip("debugfs is missing (apt package e2fsprogs): skipping")
+	return ""
 }
 
 func nsName(n guestNet) string {
@@ -252,7 +254,8 @@ func nsName(n guestNet) string {
 
 // TestLinuxGuestEnds checks that a reboot and a poweroff from inside the
 // guest end the VMM apart: with --no-reboot a reboot is exit status 3, a
-// poweroff status 0.
+// poweroff status 0. The guest runs the command (gureum.run) right after
+// its ready line.
 func TestLinuxGuestEnds(t *testing.T) {
 	for _, g := range guests(t) {
 		for _, c := range []struct {
@@ -263,34 +266,15 @@ func TestLinuxGuestEnds(t *testing.T) {
 				continue // TestLinuxBoot already powers every guest off
 			}
 			t.Run(g.Name+"/"+c.then, func(t *testing.T) {
-				v := vmmtest.StartVMM(t, vmmtest.Options{Args: guestArgs(g, freshDisk(t, g), "gureum.then="+c.then)})
+				v := vmmtest.StartVMM(t, vmmtest.Options{Args: guestArgs(g, freshDisk(t, g), "gureum.run="+c.then)})
 				v.WaitFor(readyLine, guestTimeout)
 				if code := v.Wait(guestTimeout); code != c.code {
 					t.Fatalf("guest %s: exit status %d, want %d", c.then, code, c.code)
 				}
+				if !strings.Contains(v.Output(), "gureum-guest: shutting down") {
+					t.Errorf("guest %s: the shutdown script (rcK) did not run", c.then)
+				}
 			})
 		}
-	}
-}
-
-// TestLinuxShutdownAction checks the VMM's shutdown action on a stock
-// kernel: it presses Ctrl-Alt-Del on the i8042, the guest's init must
-// power off, and the VMM must end with status 0 (not 4, "stopped" after
-// the deadline). This needs Linux's i8042 driver to bind; under
-// hardware-reduced ACPI it only can if the DSDT describes the controller
-// (PNP0303 with IRQ 1), as it describes COM1.
-func TestLinuxShutdownAction(t *testing.T) {
-	g := guests(t)[0]
-	v := vmmtest.StartVMM(t, vmmtest.Options{API: true, Args: guestArgs(g, freshDisk(t, g), "")})
-	v.WaitFor(readyLine, guestTimeout)
-	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
-	defer cancel()
-	c := api.NewClient(v.APISock)
-	if err := c.Action(ctx, api.ActionRequest{Action: "shutdown", TimeoutMS: 30000}); err != nil {
-		t.Fatalf("shutdown: %v", err)
-	}
-	if code := v.Wait(guestTimeout); code != 0 {
-		t.Fatalf("exit status %d after the shutdown action, want 0: the guest did not power off on Ctrl-Alt-Del "+
-			"(does Linux's i8042 driver bind? \"i8042: probe of i8042 failed with error -22\" at loglevel 7 means IRQ 1 is not registered)", code)
 	}
 }
