@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,11 +54,25 @@ func dialConsole(t *testing.T, v *vmmtest.VMM, path string) *guestConsole {
 // more than there were before), returning it.
 func (g *guestConsole) run(cmd, prefix string, timeout time.Duration) string {
 	g.t.Helper()
-	before := len(g.v.Lines(prefix))
+	before := len(g.lines(prefix))
 	if _, err := fmt.Fprintf(g.conn, "%s\n", cmd); err != nil {
 		g.t.Fatalf("type %q: %v", cmd, err)
 	}
 	return g.waitNth(prefix, before+1, timeout)
+}
+
+// lines returns the whole output lines (ended by a newline: the console
+// arrives in pieces) that start with prefix.
+func (g *guestConsole) lines(prefix string) []string {
+	out := g.v.Output()
+	out = out[:strings.LastIndexByte(out, '\n')+1]
+	var l []string
+	for _, line := range strings.Split(out, "\n") {
+		if line = strings.TrimRight(line, "\r"); strings.HasPrefix(line, prefix) {
+			l = append(l, line)
+		}
+	}
+	return l
 }
 
 // waitNth waits until n lines start with prefix and returns the n-th.
@@ -65,7 +80,7 @@ func (g *guestConsole) waitNth(prefix string, n int, timeout time.Duration) stri
 	g.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if l := g.v.Lines(prefix); len(l) >= n {
+		if l := g.lines(prefix); len(l) >= n {
 			return l[n-1]
 		}
 		if time.Now().After(deadline) {
@@ -75,10 +90,21 @@ func (g *guestConsole) waitNth(prefix string, n int, timeout time.Duration) stri
 	}
 }
 
-// waitCapacity waits for the guest to report a capacity of sectors.
+// waitCapacity waits until the guest's latest capacity report is sectors
+// (each step of the test changes it, so the latest report is the news).
 func (g *guestConsole) waitCapacity(sectors int64) {
 	g.t.Helper()
-	g.v.WaitFor(fmt.Sprintf(`blk: capacity %d sectors`, sectors), 30*time.Second)
+	want := fmt.Sprintf("blk: capacity %d sectors", sectors)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if l := g.lines("blk: capacity "); len(l) > 0 && l[len(l)-1] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("guest did not report %q within 30 s", want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // pattern is the guest's write pattern: each 64-bit word holds its disk
@@ -279,11 +305,12 @@ func TestE2EDiskLimitFlag(t *testing.T) {
 		"--cmdline", fmt.Sprintf("selftest blk.mib=1 blkiops=0:%d", seconds),
 		"--disk", fmt.Sprintf("%s,iops=%d,iops_burst=10", img, iops),
 	}})
-	m := v.WaitFor(`selftest blkiops: (ok|fail)[^\n]*`, bootTimeout)
-	if m[1] != "ok" {
+	m := v.WaitFor(`selftest blkiops: (ok|fail)[^\n]*\n`, bootTimeout)
+	f := opsRe.FindStringSubmatch(m[0])
+	if m[1] != "ok" || f == nil {
 		t.Fatal(m[0])
 	}
-	ops, _ := strconv.Atoi(opsRe.FindStringSubmatch(m[0])[1])
+	ops, _ := strconv.Atoi(f[1])
 	// At most the burst, the rate over the window, and the 4 requests in
 	// flight; at least 90% of the rate.
 	if ops > 10+iops*seconds+4 || ops < iops*seconds*9/10 {
