@@ -214,7 +214,7 @@ func TestSwitchTopAndGrow(t *testing.T) {
 func TestDriveHTTPErrors(t *testing.T) {
 	p := rawFile(t, "d.raw", 1<<20)
 	v := newDriveVM(t, []DiskConfig{{Path: p}}, 1)
-	h := (&Server{vm: v}).Handler()
+	h := httpHandler((&Server{vm: v}).Handler())
 	for _, c := range []struct {
 		method, path, body string
 		status             int

@@ -1,11 +1,10 @@
 package vmm
 
 import (
-	"encoding/json"
 	"errors"
-	"net/http"
 
 	"gureum/vmm/api"
+	"gureum/vmm/api/http1"
 )
 
 // Drive endpoints (docs/vmm-api.md, "Drives"). Each handler decodes and
@@ -13,79 +12,59 @@ import (
 // everything they can before changing anything, so a refused request
 // leaves the drive as it was.
 
-func (s *Server) addDriveRoutes(mux *http.ServeMux) {
-	one := api.PathDrives + "/{id}"
-	mux.HandleFunc("GET "+api.PathDrives, s.getDrives)
-	mux.HandleFunc("GET "+one, s.getDrive)
-	mux.HandleFunc("PUT "+one, s.putDrive)
-	mux.HandleFunc("PATCH "+one, s.patchDrive)
-	mux.HandleFunc("DELETE "+one, s.deleteDrive)
+// maxDriveBody bounds a drive request's JSON body.
+const maxDriveBody = 16 << 10
+
+func (s *Server) getDrives(*http1.Request, string) http1.Response {
+	return jsonResponse(200, s.vm.Drives())
 }
 
-func (s *Server) getDrives(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.vm.Drives())
+func (s *Server) getDrive(_ *http1.Request, id string) http1.Response {
+	info, err := s.vm.Drive(id)
+	return driveResult(info, err)
 }
 
-func (s *Server) getDrive(w http.ResponseWriter, r *http.Request) {
-	info, err := s.vm.Drive(r.PathValue("id"))
-	writeDriveResult(w, info, err)
-}
-
-func (s *Server) putDrive(w http.ResponseWriter, r *http.Request) {
+func (s *Server) putDrive(r *http1.Request, id string) http1.Response {
 	var req api.DriveAttach
-	if !decodeBody(w, r, &req) {
-		return
+	if bad, ok := decodeBody(r, maxDriveBody, "bad request body", &req); !ok {
+		return bad
 	}
-	info, err := s.vm.AttachDrive(r.PathValue("id"), req)
-	writeDriveResult(w, info, err)
+	info, err := s.vm.AttachDrive(id, req)
+	return driveResult(info, err)
 }
 
-func (s *Server) patchDrive(w http.ResponseWriter, r *http.Request) {
+func (s *Server) patchDrive(r *http1.Request, id string) http1.Response {
 	var req api.DriveUpdate
-	if !decodeBody(w, r, &req) {
-		return
+	if bad, ok := decodeBody(r, maxDriveBody, "bad request body", &req); !ok {
+		return bad
 	}
-	info, err := s.vm.UpdateDrive(r.PathValue("id"), req)
-	writeDriveResult(w, info, err)
+	info, err := s.vm.UpdateDrive(id, req)
+	return driveResult(info, err)
 }
 
-func (s *Server) deleteDrive(w http.ResponseWriter, r *http.Request) {
-	if err := s.vm.DetachDrive(r.PathValue("id")); err != nil {
-		writeDriveError(w, err)
-		return
+func (s *Server) deleteDrive(_ *http1.Request, id string) http1.Response {
+	if err := s.vm.DetachDrive(id); err != nil {
+		return driveError(err)
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return http1.Response{Status: 204}
 }
 
-// decodeBody reads a small JSON body with no unknown fields, answering 400
-// itself when it cannot.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, api.CodeInvalidParameter, "bad request body: "+err.Error())
-		return false
-	}
-	return true
-}
-
-func writeDriveResult(w http.ResponseWriter, info api.DriveInfo, err error) {
+func driveResult(info api.DriveInfo, err error) http1.Response {
 	if err != nil {
-		writeDriveError(w, err)
-		return
+		return driveError(err)
 	}
-	writeJSON(w, http.StatusOK, info)
+	return jsonResponse(200, info)
 }
 
-func writeDriveError(w http.ResponseWriter, err error) {
+func driveError(err error) http1.Response {
 	switch {
 	case errors.Is(err, ErrNoDrive):
-		writeError(w, http.StatusNotFound, api.CodeDriveNotFound, err.Error())
+		return errorResponse(404, api.CodeDriveNotFound, err.Error())
 	case errors.Is(err, ErrDriveState):
-		writeError(w, http.StatusConflict, api.CodeIncorrectState, err.Error())
+		return errorResponse(409, api.CodeIncorrectState, err.Error())
 	case errors.Is(err, ErrInvalidConfig):
-		writeError(w, http.StatusBadRequest, api.CodeInvalidParameter, err.Error())
+		return errorResponse(400, api.CodeInvalidParameter, err.Error())
 	default:
-		writeError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
+		return errorResponse(500, api.CodeInternal, err.Error())
 	}
 }

@@ -29,7 +29,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		t.Fatalf("openapi.json: %v", err)
 	}
 	vm := &VM{cfg: Config{VCPUs: 1, MemoryMiB: 16}, state: StateCreated, console: NewConsole()}
-	h := (&Server{vm: vm}).Handler()
+	h := httpHandler((&Server{vm: vm}).Handler())
 	var documented []string
 	for path, ops := range doc.Paths {
 		for method := range ops {
@@ -86,7 +86,7 @@ func jsonFields(t reflect.Type) []string {
 // requests on a VM that has not booted.
 func TestActionsFollowLifecycle(t *testing.T) {
 	vm := &VM{cfg: Config{VCPUs: 1, MemoryMiB: 16}, state: StateCreated, console: NewConsole()}
-	h := (&Server{vm: vm}).Handler()
+	h := httpHandler((&Server{vm: vm}).Handler())
 	put := func(body string) (int, api.Error) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("PUT", api.PathActions, strings.NewReader(body)))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http"
 	"net/url"
 
 	"gureum/storage/ratelimit"
@@ -96,35 +95,35 @@ func drivePath(id string) string { return PathDrives + "/" + url.PathEscape(id) 
 // Drives lists the VM's drives.
 func (c *Client) Drives(ctx context.Context) ([]DriveInfo, error) {
 	var out []DriveInfo
-	err := c.do(ctx, http.MethodGet, PathDrives, nil, &out)
+	err := c.do(ctx, "GET", PathDrives, nil, &out)
 	return out, err
 }
 
 // Drive describes one drive.
 func (c *Client) Drive(ctx context.Context, id string) (DriveInfo, error) {
 	var out DriveInfo
-	err := c.do(ctx, http.MethodGet, drivePath(id), nil, &out)
+	err := c.do(ctx, "GET", drivePath(id), nil, &out)
 	return out, err
 }
 
 // AttachDrive puts a disk into an empty drive.
 func (c *Client) AttachDrive(ctx context.Context, id string, req DriveAttach) (DriveInfo, error) {
 	var out DriveInfo
-	err := c.do(ctx, http.MethodPut, drivePath(id), req, &out)
+	err := c.do(ctx, "PUT", drivePath(id), req, &out)
 	return out, err
 }
 
 // UpdateDrive switches a drive's top, grows it or changes its limits.
 func (c *Client) UpdateDrive(ctx context.Context, id string, req DriveUpdate) (DriveInfo, error) {
 	var out DriveInfo
-	err := c.do(ctx, http.MethodPatch, drivePath(id), req, &out)
+	err := c.do(ctx, "PATCH", drivePath(id), req, &out)
 	return out, err
 }
 
 // DetachDrive flushes a drive's disk, closes it, and leaves the drive
 // empty (capacity 0 for the guest).
 func (c *Client) DetachDrive(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, drivePath(id), nil, nil)
+	return c.do(ctx, "DELETE", drivePath(id), nil, nil)
 }
 
 // LiveDrive is one drive of a running VMM seen through its socket. It has
