@@ -12,6 +12,7 @@ import (
 	"gureum/hypervisor/instancetype"
 	"gureum/hypervisor/lifecycle"
 	"gureum/hypervisor/store"
+	"gureum/images/ami"
 )
 
 // Store kinds of this package's records. The lifecycle half of an
@@ -57,6 +58,9 @@ type instanceRecord struct {
 	StopDeadlineSeconds int `json:"stop_deadline_seconds,omitempty"`
 	// Credits is the CPU credit account of a burstable instance.
 	Credits *credits.Account `json:"credits,omitempty"`
+	// Boot is the recipe of the AMI the instance was launched from (nil
+	// for boot files given directly); CreateImage copies it.
+	Boot *ami.Boot `json:"boot,omitempty"`
 }
 
 // volumeOwner is the daemon's side of a volume-store volume.

@@ -251,7 +251,7 @@ func (s *Service) RunInstances(ctx context.Context, caller Caller, req api.RunIn
 			r := &instanceRecord{
 				ID: id, Owner: caller.AccountID, ReservationID: res.ReservationID, ImageID: p.image.ImageID,
 				Type: p.typ.Name, Kernel: p.image.Kernel, Initrd: p.image.Initrd, Cmdline: p.image.Cmdline,
-				UserData: p.req.UserData, Tags: p.tags,
+				UserData: p.req.UserData, Tags: p.tags, Boot: p.image.Boot,
 			}
 			if p.req.RootDeviceType == api.RootDeviceEBS {
 				v := roots[i]

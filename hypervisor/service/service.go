@@ -36,11 +36,13 @@ import (
 	"time"
 
 	"gureum/api"
+	"gureum/hypervisor/accounts"
 	"gureum/hypervisor/billing"
 	"gureum/hypervisor/instancetype"
 	"gureum/hypervisor/lifecycle"
 	"gureum/hypervisor/store"
 	"gureum/hypervisor/supervisor"
+	"gureum/images/ami"
 	"gureum/storage/volume"
 )
 
@@ -70,6 +72,10 @@ type ResolvedImage struct {
 	// volume.
 	RootSnapshotID string
 	RootDisk       string
+	// Boot is the AMI's boot recipe, kept in the instance's record so
+	// that an image can be made from the instance later; nil when the
+	// request described the image directly.
+	Boot *ami.Boot
 }
 
 // ImageResolver turns an AMI id into boot files, checking that caller may
@@ -129,6 +135,9 @@ type Service struct {
 	devices instancetype.Devices
 	driver  *lifecycle.Driver
 	prices  billing.Prices
+
+	accounts *accounts.Service // tenants and API tokens (accounts.go)
+	images   *ami.Registry     // AMIs (images.go)
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -215,6 +224,16 @@ func Open(cfg Config) (*Service, error) {
 	if err != nil {
 		bolt.Close()
 		return nil, fmt.Errorf("service: %w", err)
+	}
+	// Accounts and images before the start-up sweep (recover): an image
+	// interrupted while being made claims its snapshot first.
+	if err = s.openAccounts(); err == nil {
+		err = s.openImages()
+	}
+	if err != nil {
+		s.volumes.Close()
+		bolt.Close()
+		return nil, err
 	}
 	s.driver = &lifecycle.Driver{Store: s.store, Actuator: (*actuator)(s), Now: s.now}
 	s.sup, err = supervisor.New(supervisor.Config{

@@ -329,6 +329,9 @@ func (s *Service) DeleteSnapshot(caller Caller, id string) error {
 	if _, err := s.ownedSnapshot(caller, id); err != nil {
 		return err
 	}
+	if err := s.snapshotInUse(id); err != nil {
+		return err
+	}
 	if err := s.volumes.DeleteSnapshot(id); err != nil && volume.Code(err) != volume.SnapshotNotFound {
 		return volumeError(err)
 	}
