@@ -176,3 +176,56 @@ func TestUnpricedTypeIsAnError(t *testing.T) {
 		t.Errorf("empty period: %v", err)
 	}
 }
+
+// TestMinimumIsATopUpOfTheRoundedRun checks the rule "per second, at least
+// 60 s per start" on runs near the edges: the minimum is not added on top
+// of a rounded-up second, and rounding happens once per run.
+func TestMinimumIsATopUpOfTheRoundedRun(t *testing.T) {
+	ms := time.Millisecond
+	cases := []struct {
+		length time.Duration
+		want   int64
+	}{
+		{0, 60},
+		{400 * ms, 60},
+		{59*time.Second + 1*ms, 60},
+		{60 * time.Second, 60},
+		{60*time.Second + 1*ms, 61},
+		{90*time.Second + 500*ms, 91},
+		{125*time.Second + 400*ms, 126},
+	}
+	for _, c := range cases {
+		r := Run{Type: "t3.micro", From: at(10 * time.Second), To: at(10*time.Second + c.length)}
+		if got := BilledSeconds(r, t0, at(time.Hour)); got != c.want {
+			t.Errorf("run of %v billed %d s, want %d", c.length, got, c.want)
+		}
+	}
+}
+
+// TestPeriodBoundaryAddsNoSecond splits a 90.5 s run at an instant that
+// is not a whole number of seconds into it: the two periods together bill
+// 91 s, as one period over the whole run does.
+func TestPeriodBoundaryAddsNoSecond(t *testing.T) {
+	ms := time.Millisecond
+	r := Run{Type: "t3.micro", From: at(100 * ms), To: at(90*time.Second + 600*ms)}
+	for _, split := range []time.Duration{200 * ms, 10*time.Second + 300*ms, 45 * time.Second, 90*time.Second + 550*ms} {
+		a := BilledSeconds(r, t0, at(split))
+		b := BilledSeconds(r, at(split), at(time.Hour))
+		if a+b != 91 {
+			t.Errorf("split at %v: %d + %d s, want 91 in all", split, a, b)
+		}
+	}
+	// A 30.4 s run split in two still costs the 60 s minimum, all of the
+	// top-up in the period of its start.
+	short := Run{Type: "t3.micro", From: at(50 * time.Second), To: at(80*time.Second + 400*ms)}
+	a := BilledSeconds(short, t0, at(60*time.Second+200*ms))
+	b := BilledSeconds(short, at(60*time.Second+200*ms), at(time.Hour))
+	if a+b != 60 || b != 20 {
+		t.Errorf("short run split: %d + %d s, want 40 + 20", a, b)
+	}
+	// A run still going is billed as far as the period's end.
+	open := Run{Type: "t3.micro", From: at(0)}
+	if got := BilledSeconds(open, t0, at(75*time.Second+100*ms)); got != 76 {
+		t.Errorf("running instance billed %d s after 75.1 s, want 76", got)
+	}
+}

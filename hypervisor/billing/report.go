@@ -3,7 +3,6 @@ package billing
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -39,27 +38,54 @@ func overlap(from, to, pFrom, pTo time.Time) time.Duration {
 	return to.Sub(from)
 }
 
-// BilledSeconds is the running time of one run billed in [from, to):
-// the part of the run inside the period, rounded up to a whole second,
-// plus, for a run that started inside the period and lasted (or, still
-// running, has lasted by the period's end) less than MinimumRun, the rest
-// of the minimum.
+// BilledSeconds is the running time of one run billed in [from, to).
+//
+// The rule is per-second metering with a minimum per start: a run of
+// length D costs max(⌈D⌉, 60) seconds, whatever periods it spans. Two
+// things make that hold when a bill covers only part of a run:
+//
+//   - Seconds are counted from the run's start, not from the period's: the
+//     period gets ⌈hi−start⌉ − ⌈lo−start⌉ seconds, where [lo, hi) is the
+//     part of the run inside it. Summed over adjacent periods this
+//     telescopes to ⌈D⌉, so a boundary never adds a rounded-up second.
+//   - The minimum is a top-up to 60 s of the whole run's rounded length,
+//     charged in the period where the run started. (Rounding the run and
+//     the shortfall separately would bill a 0.4 s run as 1 + 60 = 61 s.)
+//
+// A run still going is measured up to to.
 func BilledSeconds(r Run, from, to time.Time) int64 {
-	in := overlap(r.From, r.To, from, to)
-	secs := int64(math.Ceil(in.Seconds()))
+	end := r.To
+	if end.IsZero() {
+		end = to
+	}
+	var secs int64
+	if d := overlap(r.From, r.To, from, to); d > 0 {
+		lo := r.From
+		if from.After(lo) {
+			lo = from
+		}
+		hi := lo.Add(d)
+		secs = ceilSeconds(hi.Sub(r.From)) - ceilSeconds(lo.Sub(r.From))
+	}
 	if r.From.Before(from) || !r.From.Before(to) {
 		return secs
 	}
-	// The shortfall is measured on the whole run, so a short run that
-	// crosses the period's end is not charged the minimum twice.
-	end := r.To
-	if end.IsZero() {
-		end = to // still running: what it has run so far
-	}
-	if total := end.Sub(r.From); total < MinimumRun {
-		secs += int64(math.Ceil((MinimumRun - total).Seconds()))
+	if total := ceilSeconds(end.Sub(r.From)); total < minimumSeconds {
+		secs += minimumSeconds - total
 	}
 	return secs
+}
+
+// minimumSeconds is MinimumRun in whole seconds.
+const minimumSeconds = int64(MinimumRun / time.Second)
+
+// ceilSeconds rounds d up to whole seconds; zero and negative lengths are
+// zero.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // Compute prices usage over [from, to): one line per resource and priced
