@@ -29,9 +29,9 @@ func newRootCommand() *cobra.Command {
 	})
 	root.AddCommand(newVMMCommand())
 	root.AddCommand(newDiskCommand())
-	root.AddCommand(newImageCommand())
+	root.AddCommand(withAMICommands(newImageCommand()))
 	root.AddCommand(newDaemonCommand(), newInstanceCommand(), newVolumeCommand(), newSnapshotCommand(),
-		newTypeCommand(), newBillingCommand())
+		newTypeCommand(), newBillingCommand(), newAccountCommand())
 	return root
 }
 

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +41,8 @@ func newDaemonCommand() *cobra.Command {
 		socket    string
 		listen    string
 		tokenFile string
+		// defaultImage is a build directory of `gureum image build`.
+		defaultImage string
 		logLevel  string
 		logJSON   bool
 	)
@@ -55,14 +56,15 @@ daemon on the same data directory re-adopts them. SIGTERM or SIGINT shut the
 daemon down cleanly. See docs/daemon.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			return runDaemon(cfg, socket, listen, tokenFile, logLevel, logJSON)
+			return runDaemon(cfg, socket, listen, tokenFile, defaultImage, logLevel, logJSON)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("GUREUM_DATA_DIR", defaultDataDir), "data directory (env GUREUM_DATA_DIR)")
 	f.StringVar(&socket, "socket", envOr("GUREUM_SOCKET", defaultSocket), "unix socket of the API, mode 0660 (env GUREUM_SOCKET)")
-	f.StringVar(&listen, "listen", "", "also serve the API on this TCP address (needs --token-file)")
-	f.StringVar(&tokenFile, "token-file", "", "file of bearer tokens accepted on --listen, one per line")
+	f.StringVar(&listen, "listen", "", "also serve the API on this TCP address (every request needs an account's API token)")
+	f.StringVar(&tokenFile, "token-file", "", "file of extra bearer tokens accepted on --listen as the admin, one per line")
+	f.StringVar(&defaultImage, "default-image", "", "build directory of gureum image build registered as the default AMI (default: the newest build in the image cache; the test guest on hosts that cannot boot Linux)")
 	f.StringVar(&cfg.VMM, "vmm", "", "gureum-vmm binary (default: next to this binary)")
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory of the VMMs' sockets and logs (default DATA-DIR/run)")
 	f.StringVar(&cfg.PricesFile, "prices", "", "price list (default DATA-DIR/prices.json if present, else built-in prices)")
@@ -80,7 +82,7 @@ daemon down cleanly. See docs/daemon.md.`,
 	return cmd
 }
 
-func runDaemon(cfg service.Config, socket, listen, tokenFile, logLevel string, logJSON bool) error {
+func runDaemon(cfg service.Config, socket, listen, tokenFile, defaultImage, logLevel string, logJSON bool) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -95,21 +97,10 @@ func runDaemon(cfg service.Config, socket, listen, tokenFile, logLevel string, l
 	cfg.Logger = log
 
 	var tokens []string
-	if listen != "" {
-		if tokenFile == "" {
-			return errors.New("--listen needs --token-file: the TCP API is reachable by anyone who can connect")
-		}
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return fmt.Errorf("token file: %w", err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
-				tokens = append(tokens, t)
-			}
-		}
-		if len(tokens) == 0 {
-			return fmt.Errorf("token file %s holds no token", tokenFile)
+	if tokenFile != "" {
+		var err error
+		if tokens, err = fileTokens(tokenFile); err != nil {
+			return err
 		}
 	}
 	if cfg.VMM == "" {
@@ -138,12 +129,13 @@ func runDaemon(cfg service.Config, socket, listen, tokenFile, logLevel string, l
 		return err
 	}
 	defer svc.Close()
+	registerDefaultImage(svc, defaultImage, cfg.VMM, log)
 
 	ln, err := listenUnix(socket)
 	if err != nil {
 		return err
 	}
-	servers := []*http.Server{{Handler: httpapi.New(svc, httpapi.AllowAll, log), ReadHeaderTimeout: 10 * time.Second}}
+	servers := []*http.Server{{Handler: httpapi.New(svc, httpapi.SocketAuth(svc), log), ReadHeaderTimeout: 10 * time.Second}}
 	listeners := []net.Listener{ln}
 	if listen != "" {
 		tl, err := net.Listen("tcp", listen)
@@ -151,7 +143,7 @@ func runDaemon(cfg service.Config, socket, listen, tokenFile, logLevel string, l
 			ln.Close()
 			return fmt.Errorf("listen %s: %w", listen, err)
 		}
-		servers = append(servers, &http.Server{Handler: httpapi.New(svc, httpapi.Tokens(tokens), log), ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, &http.Server{Handler: httpapi.New(svc, tcpAuth(svc, tokens), log), ReadHeaderTimeout: 10 * time.Second})
 		listeners = append(listeners, tl)
 		log.Info("serving the API on TCP", "addr", tl.Addr().String())
 	}

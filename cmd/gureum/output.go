@@ -31,7 +31,7 @@ func addAPIFlags(cmd *cobra.Command) *apiFlags {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.socket, "socket", envOr("GUREUM_SOCKET", defaultSocket), "the daemon's unix socket (env GUREUM_SOCKET)")
 	pf.StringVar(&f.endpoint, "endpoint", os.Getenv("GUREUM_ENDPOINT"), "reach the daemon on TCP host:port instead (env GUREUM_ENDPOINT)")
-	pf.StringVar(&f.token, "token", os.Getenv("GUREUM_TOKEN"), "bearer token for --endpoint (env GUREUM_TOKEN)")
+	pf.StringVar(&f.token, "token", os.Getenv("GUREUM_TOKEN"), "API token: acts as its account (required with --endpoint; env GUREUM_TOKEN)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	return f
 }
@@ -40,7 +40,9 @@ func (f *apiFlags) client() *client.Client {
 	if f.endpoint != "" {
 		return client.NewTCP(f.endpoint, f.token)
 	}
-	return client.New(f.socket)
+	// On the unix socket a token is optional: without one the request
+	// acts as the admin, with one as the token's account.
+	return client.New(f.socket).WithToken(f.token)
 }
 
 // print writes v as JSON with -o json, else calls table.
