@@ -43,8 +43,8 @@ func newDaemonCommand() *cobra.Command {
 		tokenFile string
 		// defaultImage is a build directory of `gureum image build`.
 		defaultImage string
-		logLevel  string
-		logJSON   bool
+		logLevel     string
+		logJSON      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
