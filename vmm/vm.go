@@ -71,6 +71,13 @@ type VM struct {
 	bootCount int
 	started   time.Time
 	end       *End
+	// between is non-nil from a reboot (requested, or the old machine
+	// torn down) until the next machine is up or the VM ends, when it is
+	// closed: actions in that time wait for the next machine rather than
+	// act on the one going away.
+	between chan struct{}
+	// ended is closed when the VM has ended for good (finish).
+	ended chan struct{}
 }
 
 // New validates cfg and opens what outlives a single boot: /dev/kvm, the
@@ -91,7 +98,7 @@ func New(cfg Config, console *Console) (*VM, error) {
 	}
 	drives := newDriveSet(cfg, back.disks)
 	back.disks = nil // the drives own them now: attach, detach and snapshots replace them
-	return &VM{cfg: cfg, sys: sys, console: console, back: back, drives: drives, state: StateCreated}, nil
+	return &VM{cfg: cfg, sys: sys, console: console, back: back, drives: drives, state: StateCreated, ended: make(chan struct{})}, nil
 }
 
 // Close releases /dev/kvm and the backends. Call after Run returned.
@@ -136,6 +143,11 @@ func (v *VM) finish(end End) {
 	v.mu.Lock()
 	v.state = StateStopped
 	v.end = &end
+	v.endBetween()
+	if v.ended != nil {
+		close(v.ended)
+		v.ended = nil
+	}
 	v.mu.Unlock()
 }
 
@@ -147,6 +159,7 @@ func (v *VM) boot() (*machine, error) {
 	}
 	v.mu.Lock()
 	v.m = m
+	v.endBetween()
 	v.bootCount++
 	if v.bootCount == 1 {
 		v.started = time.Now()
@@ -180,8 +193,46 @@ func (v *VM) teardown(m *machine) {
 	m.wg.Wait()
 	v.mu.Lock()
 	v.m = nil
+	if v.between == nil {
+		v.between = make(chan struct{})
+	}
 	v.mu.Unlock()
 	m.close()
+}
+
+// endBetween wakes actions that waited for the machine after a reboot.
+// Call with v.mu held.
+func (v *VM) endBetween() {
+	if v.between != nil {
+		close(v.between)
+		v.between = nil
+	}
+}
+
+// rebootWait bounds how long an action waits for the machine a reboot is
+// building.
+const rebootWait = 30 * time.Second
+
+// machineFor returns the running machine for an action, waiting while a
+// reboot builds the next one (an action must not see the gap: a shutdown
+// sent just after a reboot shuts the rebooted guest down). It returns nil
+// with the state when there is no machine and none is coming.
+func (v *VM) machineFor() (*machine, State, error) {
+	deadline := time.NewTimer(rebootWait)
+	defer deadline.Stop()
+	for {
+		v.mu.Lock()
+		st, m, between := v.state, v.m, v.between
+		v.mu.Unlock()
+		if between == nil {
+			return m, st, nil
+		}
+		select {
+		case <-between:
+		case <-deadline.C:
+			return nil, st, fmt.Errorf("%w: the guest is still rebooting after %v", ErrIllegalState, rebootWait)
+		}
+	}
 }
 
 // State returns the lifecycle state and, once stopped, how the run ended.
@@ -201,8 +252,11 @@ func (v *VM) Do(a Action, shutdownTimeout time.Duration) error {
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownAction, a)
 	}
+	m, st, err := v.machineFor()
+	if err != nil {
+		return err
+	}
 	v.mu.Lock()
-	st, m := v.state, v.m
 	legal := false
 	for _, s := range states {
 		legal = legal || s == st
@@ -218,6 +272,9 @@ func (v *VM) Do(a Action, shutdownTimeout time.Duration) error {
 		return nil
 	}
 	v.mu.Unlock()
+	if m == nil {
+		return fmt.Errorf("%w: %s while %s with no machine", ErrIllegalState, a, st)
+	}
 	switch a {
 	case ActionPause:
 		m.pause()
@@ -228,6 +285,11 @@ func (v *VM) Do(a Action, shutdownTimeout time.Duration) error {
 	case ActionStop:
 		m.guestEvent(event{kind: EndStopped, reason: "stopped through the API"})
 	case ActionReboot:
+		v.mu.Lock()
+		if v.between == nil {
+			v.between = make(chan struct{})
+		}
+		v.mu.Unlock()
 		m.guestEvent(event{kind: EndReboot, reason: rebootRequested})
 	case ActionCtrlAltDel:
 		return m.ctrlAltDel()
@@ -239,13 +301,21 @@ func (v *VM) Do(a Action, shutdownTimeout time.Duration) error {
 		if err := m.ctrlAltDel(); err != nil {
 			return err
 		}
+		v.mu.Lock()
+		ended := v.ended
+		v.mu.Unlock()
 		go func() {
+			// The deadline belongs to the VM, not to this machine: if the
+			// guest reboots instead of powering off, the machine it
+			// reboots into is stopped at the deadline.
 			t := time.NewTimer(shutdownTimeout)
 			defer t.Stop()
 			select {
 			case <-t.C:
-				m.guestEvent(event{kind: EndStopped, reason: fmt.Sprintf("guest did not power off within %v of Ctrl-Alt-Del", shutdownTimeout)})
-			case <-m.loop.done:
+				if m, _, _ := v.machineFor(); m != nil {
+					m.guestEvent(event{kind: EndStopped, reason: fmt.Sprintf("guest did not power off within %v of Ctrl-Alt-Del", shutdownTimeout)})
+				}
+			case <-ended:
 			}
 		}()
 	}

@@ -288,3 +288,26 @@ func TestE2ELifecycle(t *testing.T) {
 		t.Fatalf("exit status %d after graceful shutdown, want 0 (poweroff)", code)
 	}
 }
+
+// TestE2EActionDuringReboot sends a shutdown at once after a reboot, while
+// the VMM is between the old machine and the new one: the action must
+// wait for the new machine and act on it (the VMM once dereferenced the
+// missing machine and crashed). The test guest may miss a Ctrl-Alt-Del
+// pressed before it set up its keyboard, so the end is a poweroff (0) or
+// the deadline's stop (4), never a crash.
+func TestE2EActionDuringReboot(t *testing.T) {
+	vmmtest.RequireKVM(t)
+	v := vmmtest.StartVMM(t, vmmtest.Options{API: true, Args: []string{"--cpus", "1"}})
+	c := api.NewClient(v.APISock)
+	ctx := context.Background()
+	v.WaitFor(`gureum-testguest: ready`, bootTimeout)
+	if err := c.Action(ctx, api.ActionRequest{Action: "reboot"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Action(ctx, api.ActionRequest{Action: "shutdown", TimeoutMS: 2000}); err != nil {
+		t.Fatalf("shutdown right after reboot: %v", err)
+	}
+	if code := v.Wait(bootTimeout); code != 0 && code != 4 {
+		t.Fatalf("exit status %d, want 0 (poweroff) or 4 (stopped at the deadline)\n%s", code, v.Output())
+	}
+}
