@@ -15,9 +15,8 @@ build: guest ## build bin/gureum, bin/gureum-vmm and bin/testguest.elf
 	$(GO) build -o $(BIN)/gureum ./cmd/gureum
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/gureum-vmm ./cmd/gureum-vmm
 
-run: build ## boot the test guest under gureum-vmm with a scratch disk and run its self tests
-	@test -f $(BIN)/scratch.img || truncate -s 64M $(BIN)/scratch.img
-	$(BIN)/gureum-vmm --kernel $(BIN)/testguest.elf --cpus 2 --memory 128M --disk $(BIN)/scratch.img --cmdline "selftest burn=1:1"
+run: build ## as root: start the gureum daemon (default image, /var/lib/gureum) and launch a first instance
+	@BIN=$(BIN) sh cmd/first-run.sh
 
 guest: ## build the test guest (bin/testguest.elf) with the machine's gcc
 	$(MAKE) -C images/testguest OUT=$(abspath $(BIN))/testguest.elf

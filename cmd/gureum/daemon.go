@@ -64,7 +64,7 @@ daemon down cleanly. See docs/daemon.md.`,
 	f.StringVar(&socket, "socket", envOr("GUREUM_SOCKET", defaultSocket), "unix socket of the API, mode 0660 (env GUREUM_SOCKET)")
 	f.StringVar(&listen, "listen", "", "also serve the API on this TCP address (every request needs an account's API token)")
 	f.StringVar(&tokenFile, "token-file", "", "file of extra bearer tokens accepted on --listen as the admin, one per line")
-	f.StringVar(&defaultImage, "default-image", "", "build directory of gureum image build registered as the default AMI (default: the newest build in the image cache; the test guest on hosts that cannot boot Linux)")
+	f.StringVar(&defaultImage, "default-image", "", "build directory of gureum image build registered as the default AMI (default: the newest build in the image cache; the test guest on hosts that cannot boot Linux; none: no default image)")
 	f.StringVar(&cfg.VMM, "vmm", "", "gureum-vmm binary (default: next to this binary)")
 	f.StringVar(&cfg.RunDir, "run-dir", "", "directory of the VMMs' sockets and logs (default DATA-DIR/run)")
 	f.StringVar(&cfg.PricesFile, "prices", "", "price list (default DATA-DIR/prices.json if present, else built-in prices)")

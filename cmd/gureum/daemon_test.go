@@ -32,7 +32,8 @@ func (d *daemonProc) start() {
 	d.cmd = exec.Command(vmmtest.Bin(d.t, "gureum"), "daemon", "--data-dir", d.dir, "--socket", d.sock,
 		"--vmm", vmmtest.Bin(d.t, "gureum-vmm"), "--cgroup", d.cg, "--cgroup-nested",
 		"--max-guest-memory", "64", "--max-guest-vcpus", "1", "--cpu-overcommit", "40", "--memory-overcommit", "100",
-		"--reconcile-interval", "200ms", "--stop-timeout", "5s", "--log-level", "debug")
+		"--reconcile-interval", "200ms", "--stop-timeout", "5s", "--log-level", "debug",
+		"--default-image", "none") // the end checks that no volume file is left
 	logf, err := os.OpenFile(filepath.Join(d.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		d.t.Fatal(err)
