@@ -164,8 +164,9 @@ const runExit = `gureum-guest: run exit=(\d+)\r?\n`
 // status 0 (not 4, "stopped" after the deadline). The file must then be in
 // the disk image, as debugfs reads it.
 func TestLinuxBoot(t *testing.T) {
+	gs := guests(t) // first: it skips on PVM machines
 	debugfs := findDebugfs(t)
-	for _, g := range guests(t) {
+	for _, g := range gs {
 		t.Run(g.Name, func(t *testing.T) {
 			disk := freshDisk(t, g)
 			n := newGuestNet(t)
