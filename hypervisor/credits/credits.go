@@ -154,7 +154,7 @@ func (a *Account) SetMode(p Params, mode string) error {
 		a.Surplus = 0
 	}
 	a.Mode = mode
-	a.Throttled = a.decide(p).Throttled
+	a.Throttled = a.decide(p, 0).Throttled
 	return nil
 }
 
@@ -168,7 +168,7 @@ func (a *Account) Tick(p Params, now time.Time, busyNS []uint64) Limit {
 	dt := now.Sub(a.LastAt)
 	if a.LastAt.IsZero() || dt <= 0 {
 		a.LastAt, a.LastBusyNS = now, append([]uint64(nil), busyNS...)
-		return a.decide(p)
+		return a.decide(p, 0)
 	}
 	var used time.Duration
 	for i, cur := range busyNS {
@@ -188,7 +188,7 @@ func (a *Account) Tick(p Params, now time.Time, busyNS []uint64) Limit {
 	earned := p.CreditsPerHour * dt.Hours()
 	a.apply(p, earned-spent)
 	a.LastAt, a.LastBusyNS = now, append([]uint64(nil), busyNS...)
-	return a.decide(p)
+	return a.decide(p, dt)
 }
 
 // apply adds net credits (earned minus spent) to the account.
@@ -217,8 +217,30 @@ func (a *Account) apply(p Params, net float64) {
 	// one tick; the hold that decide now puts in place ends it.
 }
 
-func (a *Account) decide(p Params) Limit {
-	hold := a.Mode == api.CreditsStandard && a.Balance+a.Launch < empty
+// releaseWindow caps the sampling interval decide plans for: the daemon
+// samples every few seconds, so a longer gap is a daemon that was away
+// (or a test moving its clock), not the length of the next interval.
+const releaseWindow = time.Minute
+
+// decide sets and returns the limit until the next sample, interval being
+// the length of the last one.
+//
+// A standard instance is held when its bank is empty. Once held, it is
+// released only when the bank can pay for what the release allows: every
+// vCPU at full speed until the next sample, less what that time earns.
+// Releasing on any crumb of balance would not hold the instance at its
+// baseline: the cgroup quota also covers the VMM's own threads, so a held
+// guest's vCPUs use a little less than the baseline and the bank creeps
+// above zero. Released at once, the instance would burst for a whole
+// sample interval every other sample, averaging far above its baseline;
+// the overrun beyond the bank would be forgiven each time.
+func (a *Account) decide(p Params, interval time.Duration) Limit {
+	have := a.Balance + a.Launch
+	hold := a.Mode == api.CreditsStandard && have < empty
+	if a.Mode == api.CreditsStandard && a.Throttled && !hold {
+		burst := (float64(p.VCPUs) - p.BaselineCPUs()) * min(interval, releaseWindow).Minutes()
+		hold = have < burst
+	}
 	a.Throttled = hold
 	if !hold {
 		return Limit{}
