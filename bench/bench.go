@@ -15,10 +15,7 @@ import (
 type part struct {
 	name    string
 	devices bool // needs virtio devices, which only some peers offer
-	// gureumOnly: the part measures gureum's own control plane, which
-	// has no counterpart in the other peers.
-	gureumOnly bool
-	run        func(ctx context.Context, c caseRun, p peer, rep int) (outcome, error)
+	run     func(ctx context.Context, c caseRun, p peer, rep int) (outcome, error)
 }
 
 var parts = []part{
@@ -33,7 +30,7 @@ var parts = []part{
 func selected(o options, pt part, peers []peer) []peer {
 	var out []peer
 	for _, p := range peers {
-		if pt.devices && !p.devices || pt.gureumOnly && p.name != peerGureum {
+		if pt.devices && !p.devices {
 			continue
 		}
 		if o.only.MatchString(pt.name + "/" + p.name) {
