@@ -24,6 +24,13 @@ const (
 	CodeInvalidVolumeIDMalformed   Code = "InvalidVolumeID.Malformed"
 	CodeInvalidSnapshotIDMalformed Code = "InvalidSnapshotID.Malformed"
 	CodeInvalidAMIIDMalformed      Code = "InvalidAMIID.Malformed"
+	// Network requests (docs/networking.md): a subnet outside its VPC's
+	// CIDR, one overlapping another subnet, a rule already there.
+	CodeInvalidSubnetRange        Code = "InvalidSubnet.Range"
+	CodeInvalidSubnetConflict     Code = "InvalidSubnet.Conflict"
+	CodeInvalidPermissionDup      Code = "InvalidPermission.Duplicate"
+	CodeInvalidGroupDuplicate     Code = "InvalidGroup.Duplicate"
+	CodeInvalidVolumeZoneMismatch Code = "InvalidVolume.ZoneMismatch"
 
 	// Identity and permission.
 	CodeAuthFailure           Code = "AuthFailure"
@@ -35,6 +42,10 @@ const (
 	CodeInvalidAMIIDNotFound      Code = "InvalidAMIID.NotFound"
 	CodeInvalidVolumeNotFound     Code = "InvalidVolume.NotFound"
 	CodeInvalidSnapshotNotFound   Code = "InvalidSnapshot.NotFound"
+	CodeInvalidVpcIDNotFound      Code = "InvalidVpcID.NotFound"
+	CodeInvalidSubnetIDNotFound   Code = "InvalidSubnetID.NotFound"
+	CodeInvalidGroupNotFound      Code = "InvalidGroup.NotFound"
+	CodeInvalidPermissionNotFound Code = "InvalidPermission.NotFound"
 
 	// The resource exists but its state forbids the request.
 	CodeIncorrectInstanceState Code = "IncorrectInstanceState"
@@ -42,6 +53,12 @@ const (
 	// CodeIncorrectState is a volume or snapshot whose state forbids the
 	// request (EC2's IncorrectState).
 	CodeIncorrectState Code = "IncorrectState"
+	// CodeDependencyViolation is a VPC, subnet or security group that
+	// something still uses; CodeInvalidIPAddressInUse an address taken.
+	CodeDependencyViolation   Code = "DependencyViolation"
+	CodeInvalidIPAddressInUse Code = "InvalidIPAddress.InUse"
+	CodeCannotDelete          Code = "CannotDelete"
+	CodeInsufficientAddresses Code = "InsufficientFreeAddressesInSubnet"
 
 	// The host cannot serve the request now.
 	CodeInsufficientInstanceCapacity Code = "InsufficientInstanceCapacity"
@@ -60,6 +77,11 @@ var codeStatus = map[Code]int{
 	CodeInvalidVolumeIDMalformed:   http.StatusBadRequest,
 	CodeInvalidSnapshotIDMalformed: http.StatusBadRequest,
 	CodeInvalidAMIIDMalformed:      http.StatusBadRequest,
+	CodeInvalidSubnetRange:         http.StatusBadRequest,
+	CodeInvalidSubnetConflict:      http.StatusBadRequest,
+	CodeInvalidPermissionDup:       http.StatusBadRequest,
+	CodeInvalidGroupDuplicate:      http.StatusBadRequest,
+	CodeInvalidVolumeZoneMismatch:  http.StatusBadRequest,
 
 	CodeAuthFailure:           http.StatusUnauthorized,
 	CodeUnauthorizedOperation: http.StatusForbidden,
@@ -68,10 +90,18 @@ var codeStatus = map[Code]int{
 	CodeInvalidAMIIDNotFound:      http.StatusNotFound,
 	CodeInvalidVolumeNotFound:     http.StatusNotFound,
 	CodeInvalidSnapshotNotFound:   http.StatusNotFound,
+	CodeInvalidVpcIDNotFound:      http.StatusNotFound,
+	CodeInvalidSubnetIDNotFound:   http.StatusNotFound,
+	CodeInvalidGroupNotFound:      http.StatusNotFound,
+	CodeInvalidPermissionNotFound: http.StatusNotFound,
 
 	CodeIncorrectInstanceState: http.StatusConflict,
 	CodeVolumeInUse:            http.StatusConflict,
 	CodeIncorrectState:         http.StatusConflict,
+	CodeDependencyViolation:    http.StatusConflict,
+	CodeInvalidIPAddressInUse:  http.StatusConflict,
+	CodeCannotDelete:           http.StatusConflict,
+	CodeInsufficientAddresses:  http.StatusServiceUnavailable,
 
 	CodeInsufficientInstanceCapacity: http.StatusServiceUnavailable,
 

@@ -105,7 +105,16 @@ type Instance struct {
 	InstanceStoreGB  int    `json:"instance_store_gb,omitempty"`
 	ShutdownBehavior string `json:"shutdown_behavior"`
 	PrivateIP        string `json:"private_ip,omitempty"`
-	Tags             []Tag  `json:"tags,omitempty"`
+	// Network placement (empty when the daemon runs without networking):
+	// the instance's VPC, subnet and so zone, its interface's MAC and
+	// security groups, and whether its metadata needs IMDSv2 tokens.
+	VpcID              string   `json:"vpc_id,omitempty"`
+	SubnetID           string   `json:"subnet_id,omitempty"`
+	AvailabilityZone   string   `json:"availability_zone,omitempty"`
+	MACAddress         string   `json:"mac_address,omitempty"`
+	SecurityGroupIDs   []string `json:"security_group_ids,omitempty"`
+	MetadataHTTPTokens string   `json:"metadata_http_tokens,omitempty"`
+	Tags               []Tag    `json:"tags,omitempty"`
 	// Credits is set for burstable types only.
 	Credits *CreditSpecification `json:"credits,omitempty"`
 }

@@ -46,6 +46,14 @@ type RunInstancesRequest struct {
 	ShutdownBehavior string `json:"shutdown_behavior,omitempty"`
 	// CreditMode is standard or unlimited, for burstable types.
 	CreditMode string `json:"credit_mode,omitempty"`
+	// SubnetID places the instances (default: the default VPC's subnet of
+	// the first zone); SecurityGroupIDs are groups of the subnet's VPC
+	// (default: its default group); PrivateIP asks for an address (only
+	// with Count 1); MetadataHTTPTokens is optional (default) or required.
+	SubnetID           string   `json:"subnet_id,omitempty"`
+	SecurityGroupIDs   []string `json:"security_group_ids,omitempty"`
+	PrivateIP          string   `json:"private_ip,omitempty"`
+	MetadataHTTPTokens string   `json:"metadata_http_tokens,omitempty"`
 }
 
 // Reservation answers RunInstances: the instances launched, in pending.
@@ -107,6 +115,7 @@ type Volume struct {
 	Attachment          *VolumeAttachment `json:"attachment,omitempty"`
 	DeleteOnTermination bool              `json:"delete_on_termination,omitempty"`
 	Tags                []Tag             `json:"tags,omitempty"`
+	AvailabilityZone    string            `json:"availability_zone,omitempty"`
 }
 
 // CreateVolumeRequest is the body of POST /v1/volumes.
@@ -117,6 +126,9 @@ type CreateVolumeRequest struct {
 	ThroughputMiBps int64  `json:"throughput_mibps,omitempty"`
 	SnapshotID      string `json:"snapshot_id,omitempty"`
 	Tags            []Tag  `json:"tags,omitempty"`
+	// AvailabilityZone is the volume's zone (default: the first zone); it
+	// attaches only to instances in that zone.
+	AvailabilityZone string `json:"availability_zone,omitempty"`
 }
 
 // AttachVolumeRequest is the body of POST /v1/volumes/{id}/attach. The

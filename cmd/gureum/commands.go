@@ -32,6 +32,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(withAMICommands(newImageCommand()))
 	root.AddCommand(newDaemonCommand(), newInstanceCommand(), newVolumeCommand(), newSnapshotCommand(),
 		newTypeCommand(), newBillingCommand(), newAccountCommand())
+	root.AddCommand(newVPCCommand(), newSubnetCommand(), newSecurityGroupCommand())
 	return root
 }
 

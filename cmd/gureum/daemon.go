@@ -77,6 +77,9 @@ daemon down cleanly. See docs/daemon.md.`,
 	f.DurationVar(&cfg.ReconcileEvery, "reconcile-interval", 5*time.Second, "how often failed steps are retried and expired instances removed")
 	f.StringVar(&cfg.CgroupName, "cgroup", "gureum", "name of gureum's parent cgroup")
 	f.BoolVar(&cfg.CgroupNested, "cgroup-nested", false, "make the parent cgroup under the daemon's own cgroup (a delegated subtree)")
+	f.BoolVar(&cfg.Network.Enabled, "network", true, "give instances VPC networking (needs root, iproute2 and nftables)")
+	f.StringSliceVar(&cfg.Zones, "zones", service.DefaultZones, "availability zones of this host")
+	f.StringVar(&cfg.Network.DefaultVPCCIDR, "default-vpc-cidr", service.DefaultVPCCIDR, "range of the default VPC made at the first start (\"none\": no default VPC)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&logJSON, "log-json", false, "log JSON lines instead of text")
 	return cmd

@@ -124,6 +124,10 @@ func instanceRun(f *apiFlags) *cobra.Command {
 	fl.StringSliceVar(&req.Volumes, "volume", nil, "existing volumes to attach (repeatable)")
 	fl.StringVar(&req.ShutdownBehavior, "shutdown-behavior", "", "what a poweroff in the guest does: stop (default) or terminate")
 	fl.StringVar(&req.CreditMode, "credits", "", "CPU credit mode of T types: standard or unlimited")
+	fl.StringVar(&req.SubnetID, "subnet", "", "subnet to launch into (default: the default subnet of the first zone)")
+	fl.StringSliceVar(&req.SecurityGroupIDs, "security-group", nil, "security groups of the subnet's VPC (default: its default group; repeatable)")
+	fl.StringVar(&req.PrivateIP, "private-ip", "", "the private address (one instance only; default: the next free)")
+	fl.StringVar(&req.MetadataHTTPTokens, "metadata-tokens", "", "instance metadata: optional (IMDSv1 and v2, default) or required (v2 only)")
 	fl.BoolVar(&wait, "wait", false, "wait until the instances run")
 	fl.DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
 	return cmd
@@ -194,6 +198,12 @@ func instanceDescribe(f *apiFlags) *cobra.Command {
 				}
 				row(w, "launched", in.LaunchTime.Local().Format(time.RFC3339))
 				row(w, "root device", in.RootDeviceType+" "+in.RootDeviceName)
+				if in.SubnetID != "" {
+					row(w, "network", fmt.Sprintf("%s %s %s in %s", in.PrivateIP, in.MACAddress, in.SubnetID, in.VpcID))
+					row(w, "zone", in.AvailabilityZone)
+					row(w, "security groups", strings.Join(in.SecurityGroupIDs, " "))
+					row(w, "metadata tokens", in.MetadataHTTPTokens)
+				}
 				for _, b := range in.BlockDevices {
 					row(w, "volume", fmt.Sprintf("%s %s delete-on-termination=%v", b.DeviceName, b.VolumeID, b.DeleteOnTermination))
 				}

@@ -65,9 +65,7 @@ func (a *actuator) CreateInstanceStore(ctx context.Context, id string) error {
 }
 
 // spec builds the VMM's configuration: the root volume first (the guest's
-// first disk), then the instance store, then the other volumes, then
-// empty drives for volumes attached while it runs (volumes_live.go, which
-// also records which drive holds which volume).
+// first disk), then the instance store, then the other volumes.
 func (s *Service) spec(r *instanceRecord, t instancetype.Type) (supervisor.Spec, error) {
 	sp := supervisor.Spec{ID: r.ID, Kernel: r.Kernel, Initrd: r.Initrd, Cmdline: r.Cmdline,
 		VCPUs: t.VCPUs, MemoryMiB: t.MemoryMiB()}
@@ -80,14 +78,12 @@ func (s *Service) spec(r *instanceRecord, t instancetype.Type) (supervisor.Spec,
 	if r.ReadOnlyRootDisk != "" {
 		sp.Disks = append(sp.Disks, supervisor.Disk{Path: r.ReadOnlyRootDisk, ReadOnly: true})
 	}
-	volumeDevices := map[string]string{}
 	for i, b := range r.BlockDevices {
-		d, err := s.volumeDisk(b.VolumeID)
+		p, err := s.volumes.Path(b.VolumeID)
 		if err != nil {
 			return sp, fmt.Errorf("volume %s of %s: %w", b.VolumeID, r.ID, err)
 		}
-		volumeDevices[d.Path] = b.DeviceName
-		sp.Disks = append(sp.Disks, d)
+		sp.Disks = append(sp.Disks, supervisor.Disk{Path: p})
 		if i == 0 && r.RootDeviceName != "" && t.InstanceStoreGB() > 0 {
 			sp.Disks = append(sp.Disks, s.instanceStoreDisk(r.ID))
 		}
@@ -95,7 +91,7 @@ func (s *Service) spec(r *instanceRecord, t instancetype.Type) (supervisor.Spec,
 	if (r.RootDeviceName == "" || len(r.BlockDevices) == 0) && t.InstanceStoreGB() > 0 {
 		sp.Disks = append(sp.Disks, s.instanceStoreDisk(r.ID))
 	}
-	return sp, s.addDriveSlots(&sp, volumeDevices)
+	return sp, nil
 }
 
 func (s *Service) instanceStoreDisk(id string) supervisor.Disk {

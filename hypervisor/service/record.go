@@ -61,6 +61,8 @@ type instanceRecord struct {
 	// Boot is the recipe of the AMI the instance was launched from (nil
 	// for boot files given directly); CreateImage copies it.
 	Boot *ami.Boot `json:"boot,omitempty"`
+	// Network is the instance's interface (nil without networking).
+	Network *instanceNetwork `json:"network,omitempty"`
 }
 
 // volumeOwner is the daemon's side of a volume-store volume.
@@ -137,6 +139,7 @@ func toAPI(r *instanceRecord, st *lifecycle.Status) api.Instance {
 	if r.Credits != nil {
 		in.Credits = r.Credits.API()
 	}
+	r.Network.describe(&in)
 	return in
 }
 

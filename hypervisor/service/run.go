@@ -188,6 +188,10 @@ func (s *Service) RunInstances(ctx context.Context, caller Caller, req api.RunIn
 	if err != nil {
 		return api.Reservation{}, err
 	}
+	np, err := s.planNetwork(caller, p.req, p.req.Count)
+	if err != nil {
+		return api.Reservation{}, err
+	}
 	if p.req.RootDeviceType == api.RootDeviceEBS && p.image.RootDisk != "" && p.rootSnap == "" {
 		if p.rootSnap, err = s.importRootDisk(p.image.RootDisk); err != nil {
 			return api.Reservation{}, err
@@ -200,7 +204,9 @@ func (s *Service) RunInstances(ctx context.Context, caller Caller, req api.RunIn
 	}
 	// Capacity first: a launch that cannot fit changes nothing.
 	var reserved []string
+	releaseNet := func() {}
 	undo := func() {
+		releaseNet()
 		for _, id := range reserved {
 			s.cap.Release(id)
 		}
@@ -212,6 +218,14 @@ func (s *Service) RunInstances(ctx context.Context, caller Caller, req api.RunIn
 		}
 		reserved = append(reserved, id)
 	}
+	// Addresses next (network/ipam): a full subnet or a taken address
+	// refuses the launch.
+	nets, release, err := s.allocateInterfaces(np, instIDs)
+	if err != nil {
+		undo()
+		return api.Reservation{}, err
+	}
+	releaseNet = release
 	// Root volumes. They are made before the transaction that records
 	// their owner; a daemon that dies in between leaves volumes without
 	// an owner, which the next start deletes.
@@ -251,7 +265,7 @@ func (s *Service) RunInstances(ctx context.Context, caller Caller, req api.RunIn
 			r := &instanceRecord{
 				ID: id, Owner: caller.AccountID, ReservationID: res.ReservationID, ImageID: p.image.ImageID,
 				Type: p.typ.Name, Kernel: p.image.Kernel, Initrd: p.image.Initrd, Cmdline: p.image.Cmdline,
-				UserData: p.req.UserData, Tags: p.tags, Boot: p.image.Boot,
+				UserData: p.req.UserData, Tags: p.tags, Boot: p.image.Boot, Network: nets[id],
 			}
 			if p.req.RootDeviceType == api.RootDeviceEBS {
 				v := roots[i]

@@ -119,6 +119,11 @@ type Config struct {
 	// CgroupName and CgroupNested are passed to the supervisor.
 	CgroupName   string
 	CgroupNested bool
+	// Zones are the host's availability zones (default DefaultZones).
+	// Subnets and volumes are in one; instances are in their subnet's.
+	Zones []string
+	// Network configures VPCs (network.go); off by default.
+	Network NetworkConfig
 	// Now is the clock of states and billing; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -138,6 +143,7 @@ type Service struct {
 
 	accounts *accounts.Service // tenants and API tokens (accounts.go)
 	images   *ami.Registry     // AMIs (images.go)
+	net      *networking       // VPCs, nil when networking is off (network.go)
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -220,7 +226,7 @@ func Open(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	s.store = bolt
-	s.volumes, err = volume.Open(filepath.Join(cfg.DataDir, volumesDir), volume.Options{Now: s.now, Drives: (*liveDrives)(s)})
+	s.volumes, err = volume.Open(filepath.Join(cfg.DataDir, volumesDir), volume.Options{Now: s.now})
 	if err != nil {
 		bolt.Close()
 		return nil, fmt.Errorf("service: %w", err)
@@ -245,6 +251,11 @@ func Open(cfg Config) (*Service, error) {
 		bolt.Close()
 		return nil, fmt.Errorf("service: %w", err)
 	}
+	// The network before the sweep: VMMs that start again need their VPC.
+	if err := s.openNetwork(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		s.Close()
 		return nil, err
@@ -262,6 +273,7 @@ func Open(cfg Config) (*Service, error) {
 func (s *Service) Close() error {
 	s.cancel()
 	s.wg.Wait()
+	s.closeNetwork()
 	s.sup.Close()
 	verr := s.volumes.Close()
 	serr := s.store.Close()
