@@ -15,7 +15,10 @@ import (
 type part struct {
 	name    string
 	devices bool // needs virtio devices, which only some peers offer
-	run     func(ctx context.Context, c caseRun, p peer, rep int) (outcome, error)
+	// gureumOnly: the part measures gureum's own control plane, which
+	// has no counterpart in the other peers.
+	gureumOnly bool
+	run        func(ctx context.Context, c caseRun, p peer, rep int) (outcome, error)
 }
 
 var parts = []part{
@@ -30,7 +33,7 @@ var parts = []part{
 func selected(o options, pt part, peers []peer) []peer {
 	var out []peer
 	for _, p := range peers {
-		if pt.devices && !p.devices {
+		if pt.devices && !p.devices || pt.gureumOnly && p.name != peerGureum {
 			continue
 		}
 		if o.only.MatchString(pt.name + "/" + p.name) {
