@@ -248,14 +248,14 @@ func (c *Client) DeleteVolume(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/volumes/"+url.PathEscape(id), nil, nil)
 }
 
-// AttachVolume attaches a volume to a stopped instance.
+// AttachVolume attaches a volume to a running or stopped instance.
 func (c *Client) AttachVolume(ctx context.Context, id string, req api.AttachVolumeRequest) (api.Volume, error) {
 	var out api.Volume
 	err := c.Do(ctx, http.MethodPost, "/v1/volumes/"+url.PathEscape(id)+"/attach", req, &out)
 	return out, err
 }
 
-// DetachVolume detaches a volume from its stopped instance.
+// DetachVolume detaches a volume from its running or stopped instance.
 func (c *Client) DetachVolume(ctx context.Context, id string) (api.Volume, error) {
 	var out api.Volume
 	err := c.Do(ctx, http.MethodPost, "/v1/volumes/"+url.PathEscape(id)+"/detach", nil, &out)

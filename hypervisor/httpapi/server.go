@@ -236,6 +236,13 @@ var routes = []Route{
 		}
 		return h.svc.DetachVolume(c, r.PathValue("id"))
 	}},
+	{"POST", "/v1/volumes/{id}/modify", func(h *handler, w http.ResponseWriter, r *http.Request, c service.Caller) (any, error) {
+		var req api.ModifyVolumeRequest
+		if err := decode(r, &req); err != nil {
+			return nil, err
+		}
+		return h.svc.ModifyVolume(c, r.PathValue("id"), req)
+	}},
 	{"GET", "/v1/snapshots", func(h *handler, w http.ResponseWriter, r *http.Request, c service.Caller) (any, error) {
 		out, err := h.svc.Snapshots(c)
 		return api.DescribeSnapshotsResponse{Snapshots: out}, err

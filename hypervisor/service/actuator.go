@@ -65,7 +65,9 @@ func (a *actuator) CreateInstanceStore(ctx context.Context, id string) error {
 }
 
 // spec builds the VMM's configuration: the root volume first (the guest's
-// first disk), then the instance store, then the other volumes.
+// first disk), then the instance store, then the other volumes, then
+// empty drives for volumes attached while it runs (volumes_live.go, which
+// also records which drive holds which volume).
 func (s *Service) spec(r *instanceRecord, t instancetype.Type) (supervisor.Spec, error) {
 	sp := supervisor.Spec{ID: r.ID, Kernel: r.Kernel, Initrd: r.Initrd, Cmdline: r.Cmdline,
 		VCPUs: t.VCPUs, MemoryMiB: t.MemoryMiB()}
@@ -78,12 +80,14 @@ func (s *Service) spec(r *instanceRecord, t instancetype.Type) (supervisor.Spec,
 	if r.ReadOnlyRootDisk != "" {
 		sp.Disks = append(sp.Disks, supervisor.Disk{Path: r.ReadOnlyRootDisk, ReadOnly: true})
 	}
+	volumeDevices := map[string]string{}
 	for i, b := range r.BlockDevices {
-		p, err := s.volumes.Path(b.VolumeID)
+		d, err := s.volumeDisk(b.VolumeID)
 		if err != nil {
 			return sp, fmt.Errorf("volume %s of %s: %w", b.VolumeID, r.ID, err)
 		}
-		sp.Disks = append(sp.Disks, supervisor.Disk{Path: p})
+		volumeDevices[d.Path] = b.DeviceName
+		sp.Disks = append(sp.Disks, d)
 		if i == 0 && r.RootDeviceName != "" && t.InstanceStoreGB() > 0 {
 			sp.Disks = append(sp.Disks, s.instanceStoreDisk(r.ID))
 		}
@@ -91,7 +95,7 @@ func (s *Service) spec(r *instanceRecord, t instancetype.Type) (supervisor.Spec,
 	if (r.RootDeviceName == "" || len(r.BlockDevices) == 0) && t.InstanceStoreGB() > 0 {
 		sp.Disks = append(sp.Disks, s.instanceStoreDisk(r.ID))
 	}
-	return sp, nil
+	return sp, s.addDriveSlots(&sp, volumeDevices)
 }
 
 func (s *Service) instanceStoreDisk(id string) supervisor.Disk {

@@ -226,7 +226,7 @@ func Open(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	s.store = bolt
-	s.volumes, err = volume.Open(filepath.Join(cfg.DataDir, volumesDir), volume.Options{Now: s.now})
+	s.volumes, err = volume.Open(filepath.Join(cfg.DataDir, volumesDir), volume.Options{Now: s.now, Drives: (*liveDrives)(s)})
 	if err != nil {
 		bolt.Close()
 		return nil, fmt.Errorf("service: %w", err)

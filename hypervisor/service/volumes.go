@@ -13,7 +13,6 @@ import (
 	"gureum/api"
 	"gureum/hypervisor/billing"
 	"gureum/hypervisor/ids"
-	"gureum/hypervisor/lifecycle"
 	"gureum/hypervisor/store"
 	"gureum/storage"
 	"gureum/storage/volume"
@@ -201,34 +200,29 @@ func (s *Service) deleteVolume(id string) error {
 	})
 }
 
-// AttachVolume attaches a volume of caller's to a stopped instance of
-// caller's; the volume joins the VMM at the next start. (Attaching to a
-// running VMM needs device hot-plug, which gureum-vmm does not have.)
+// AttachVolume attaches a volume of caller's to an instance of caller's.
+// To a stopped instance it is recorded and joins the VMM at the next
+// start; to a running one it goes into a free drive of the VMM at once
+// (attachRunning) and the guest sees a new disk.
 func (s *Service) AttachVolume(caller Caller, id string, req api.AttachVolumeRequest) (api.Volume, error) {
 	if _, err := s.ownedVolume(caller, id); err != nil {
 		return api.Volume{}, err
 	}
-	var dev string
+	live := false
 	err := s.store.Update(func(tx store.Tx) error {
 		r, st, err := ownedInstance(tx, caller, req.InstanceID)
 		if err != nil {
 			return err
 		}
-		if st.State != lifecycle.Stopped {
-			return api.Errorf(api.CodeIncorrectInstanceState, "The instance '%s' is not 'stopped'; volumes are attached to stopped instances.", r.ID)
+		if live, err = runningForVolumes(r, st, "attached to"); err != nil || live {
+			return err
 		}
-		dev = req.Device
+		dev := req.Device
 		if dev == "" {
-			for c := byte(firstDataDev); c <= 'z'; c++ {
-				d := fmt.Sprintf("/dev/vd%c", c)
-				if !slices.ContainsFunc(r.BlockDevices, func(b api.BlockDevice) bool { return b.DeviceName == d }) {
-					dev = d
-					break
-				}
-			}
+			dev = freeDevice(r)
 		}
-		if slices.ContainsFunc(r.BlockDevices, func(b api.BlockDevice) bool { return b.DeviceName == dev }) || len(dev) < 6 || dev[:5] != "/dev/" {
-			return api.Errorf(api.CodeInvalidParameterValue, "Invalid or taken device name '%s'.", dev)
+		if err := checkDevice(r, dev); err != nil {
+			return err
 		}
 		if _, err := s.volumes.Attach(id, r.ID, dev); err != nil {
 			return volumeError(err)
@@ -236,14 +230,18 @@ func (s *Service) AttachVolume(caller Caller, id string, req api.AttachVolumeReq
 		r.BlockDevices = append(r.BlockDevices, api.BlockDevice{DeviceName: dev, VolumeID: id})
 		return putInstance(tx, r)
 	})
+	if err == nil && live {
+		err = s.attachRunning(caller, id, req)
+	}
 	if err != nil {
 		return api.Volume{}, err
 	}
 	return s.Volume(caller, id)
 }
 
-// DetachVolume detaches a volume from its stopped instance. The root
-// volume stays: an EBS-backed instance cannot start without it.
+// DetachVolume detaches a volume from its instance: from a running one
+// the VMM first flushes and closes the drive (detachRunning). The root
+// volume stays: an EBS-backed instance cannot run without it.
 func (s *Service) DetachVolume(caller Caller, id string) (api.Volume, error) {
 	v, err := s.ownedVolume(caller, id)
 	if err != nil {
@@ -252,16 +250,21 @@ func (s *Service) DetachVolume(caller Caller, id string) (api.Volume, error) {
 	if v.Attachment == nil {
 		return api.Volume{}, api.Errorf(api.CodeIncorrectState, "Volume '%s' is not attached.", id)
 	}
+	inst, dev := v.Attachment.InstanceID, v.Attachment.Device
 	err = s.store.Update(func(tx store.Tx) error {
-		r, st, err := ownedInstance(tx, caller, v.Attachment.InstanceID)
+		r, st, err := ownedInstance(tx, caller, inst)
 		if err != nil {
 			return err
 		}
-		if st.State != lifecycle.Stopped && st.State != lifecycle.Terminated {
-			return api.Errorf(api.CodeIncorrectInstanceState, "The instance '%s' is not 'stopped'; volumes are detached from stopped instances.", r.ID)
+		live, err := runningForVolumes(r, st, "detached from")
+		if err != nil {
+			return err
 		}
 		if r.RootDeviceName != "" && len(r.BlockDevices) > 0 && r.BlockDevices[0].VolumeID == id {
 			return api.Errorf(api.CodeInvalidParameterValue, "Volume '%s' is the root device of '%s' and cannot be detached.", id, r.ID)
+		}
+		if live {
+			return errLiveDetach
 		}
 		r.BlockDevices = slices.DeleteFunc(r.BlockDevices, func(b api.BlockDevice) bool { return b.VolumeID == id })
 		if _, err := s.volumes.Detach(id); err != nil {
@@ -269,11 +272,18 @@ func (s *Service) DetachVolume(caller Caller, id string) (api.Volume, error) {
 		}
 		return putInstance(tx, r)
 	})
+	if errors.Is(err, errLiveDetach) {
+		err = s.detachRunning(inst, id, dev)
+	}
 	if err != nil {
 		return api.Volume{}, err
 	}
 	return s.Volume(caller, id)
 }
+
+// errLiveDetach ends DetachVolume's checking transaction without a change
+// when the detach must go through the running VMM first.
+var errLiveDetach = errors.New("detach through the running VMM")
 
 // Snapshots lists caller's snapshots.
 func (s *Service) Snapshots(caller Caller) ([]api.Snapshot, error) {

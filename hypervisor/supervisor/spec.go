@@ -19,7 +19,11 @@ type Spec struct {
 	VCPUs     int    `json:"vcpus"`
 	MemoryMiB uint64 `json:"memory_mib"`
 	Disks     []Disk `json:"disks,omitempty"`
-	Nets      []Net  `json:"nets,omitempty"`
+	// DriveSlots adds that many empty virtio-blk drives after Disks
+	// (gureum-vmm --drive-slots), into which volumes are attached while
+	// the guest runs.
+	DriveSlots int   `json:"drive_slots,omitempty"`
+	Nets       []Net `json:"nets,omitempty"`
 	// NoReboot makes a guest reboot end the VMM (reported as EndReboot)
 	// instead of resetting the machine in place, so the control plane can
 	// start a fresh VMM with a possibly changed configuration.
@@ -36,6 +40,13 @@ type Spec struct {
 type Disk struct {
 	Path     string `json:"path"`
 	ReadOnly bool   `json:"read_only,omitempty"`
+	// I/O limits the VMM enforces from boot (storage/ratelimit): sustained
+	// operations and bytes per second and what an idle drive may save up.
+	// Zero means unlimited (rates) or the VMM's default (bursts).
+	IOPS           int64 `json:"iops,omitempty"`
+	IOPSBurst      int64 `json:"iops_burst,omitempty"`
+	BytesPerSecond int64 `json:"bps,omitempty"`
+	BytesBurst     int64 `json:"bps_burst,omitempty"`
 }
 
 // Net is one virtio-net device on an existing tap.
@@ -113,6 +124,9 @@ func (s Spec) validate() error {
 			return invalidSpec("net %q mac %q: empty or contains ',' or '='", n.Tap, n.MAC)
 		}
 	}
+	if s.DriveSlots < 0 {
+		return invalidSpec("drive_slots %d: negative", s.DriveSlots)
+	}
 	if s.Limits != nil && (s.Limits.CPUMilli < 0 || s.Limits.MemoryBytes < 0) {
 		return invalidSpec("negative limits")
 	}
@@ -149,6 +163,14 @@ func (s Spec) vmmArgs(r record) []string {
 		if d.ReadOnly {
 			v += ",ro"
 		}
+		for _, l := range []struct {
+			key string
+			n   int64
+		}{{"iops", d.IOPS}, {"iops_burst", d.IOPSBurst}, {"bps", d.BytesPerSecond}, {"bps_burst", d.BytesBurst}} {
+			if l.n > 0 {
+				v += "," + l.key + "=" + strconv.FormatInt(l.n, 10)
+			}
+		}
 		args = append(args, "--disk", v)
 	}
 	for _, n := range s.Nets {
@@ -157,6 +179,9 @@ func (s Spec) vmmArgs(r record) []string {
 			v += ",mac=" + n.MAC
 		}
 		args = append(args, "--net", v)
+	}
+	if s.DriveSlots > 0 {
+		args = append(args, "--drive-slots", strconv.Itoa(s.DriveSlots))
 	}
 	if s.NoReboot {
 		args = append(args, "--no-reboot")
