@@ -95,6 +95,7 @@ func (s *Service) spec(r *instanceRecord, t instancetype.Type) (supervisor.Spec,
 	if (r.RootDeviceName == "" || len(r.BlockDevices) == 0) && t.InstanceStoreGB() > 0 {
 		sp.Disks = append(sp.Disks, s.instanceStoreDisk(r.ID))
 	}
+	s.networkSpec(r, &sp)
 	return sp, s.addDriveSlots(&sp, volumeDevices)
 }
 
@@ -124,6 +125,9 @@ func (a *actuator) StartVMM(ctx context.Context, id string) error {
 	sp, err := s.spec(r, t)
 	if err != nil {
 		return lifecycle.Permanent(err)
+	}
+	if err := s.plugInstance(r); err != nil {
+		return fmt.Errorf("network of %s: %w", id, err)
 	}
 	info, err := s.sup.Start(ctx, sp)
 	if err != nil {
@@ -299,7 +303,7 @@ func (a *actuator) ReleaseResources(ctx context.Context, id string) error {
 			}
 		}
 	}
-	return nil
+	return s.unplugInstance(r)
 }
 
 // onExit is the supervisor's report of a VMM's end. It runs on the VMM's
