@@ -7,7 +7,10 @@
 //     later (split into guest RAM the guest touched and the VMM's own);
 //   - virtio-blk: the sequential MB/s the guest's block self test reports;
 //   - virtio-net: ICMP echo replies per second from the guest in "serve"
-//     mode, flooded from inside a network namespace the harness makes.
+//     mode, flooded from inside a network namespace the harness makes;
+//   - the control plane (part cp, gureum only): a real gureum daemon, from
+//     the run-instances call to instances running with the ready line, for
+//     1, 20 and 50 instances, and the daemon's memory with 50 running.
 //
 // Usage (from the repository root, as root, with /dev/kvm):
 //
@@ -53,7 +56,7 @@ func run() int {
 	var o options
 	var only string
 	flag.IntVar(&o.reps, "reps", 5, "repetitions of each measurement per peer")
-	flag.StringVar(&only, "only", "", "run only cases whose \"part/peer\" name matches this regular expression (parts: boot, blk, net, blkraw, blkqcow2; peers: gureum, qemu, gokvm)")
+	flag.StringVar(&only, "only", "", "run only cases whose \"part/peer\" name matches this regular expression (parts: boot, blk, net, blkraw, blkqcow2, cp; peers: gureum, qemu, gokvm; cp runs on gureum only)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "directory for the results (a time-stamped folder is made inside)")
 	flag.StringVar(&o.binDir, "bin", os.Getenv("GUREUM_BIN"), "directory holding gureum-vmm and testguest.elf (default $GUREUM_BIN, else ./bin)")
 	flag.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
