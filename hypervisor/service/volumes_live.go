@@ -185,8 +185,12 @@ func (s *Service) attachRunning(caller Caller, id string, req api.AttachVolumeRe
 		if err != nil {
 			return err
 		}
-		if live, err := runningForVolumes(r, st, "attached to"); err != nil || !live {
-			return errors.Join(err, api.Errorf(api.CodeIncorrectInstanceState, "The instance '%s' changed state; try again.", r.ID))
+		live, err := runningForVolumes(r, st, "attached to")
+		if err != nil {
+			return err
+		}
+		if !live {
+			return api.Errorf(api.CodeIncorrectInstanceState, "The instance '%s' stopped meanwhile; try again.", r.ID)
 		}
 		if dev = req.Device; dev == "" {
 			dev = freeDevice(r)
