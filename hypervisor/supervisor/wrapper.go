@@ -62,9 +62,12 @@ func wrapperCommand(netns, pidFile, exitFile string, procs []string, vmm []strin
 	argv = append(argv, "--")
 	argv = append(argv, vmm...)
 	if netns != "" {
-		// ip netns exec enters the namespace and then execs the wrapper in
-		// place, so the PID stays the one the supervisor started.
-		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+		// nsenter enters the named network namespace and then execs the
+		// wrapper in place, so the PID stays the one the supervisor
+		// started. (Not `ip netns exec`: it also makes a mount namespace
+		// and remounts /sys for the network namespace, which hides the
+		// cgroup v1 hierarchies under /sys/fs/cgroup from the wrapper.)
+		argv = append([]string{"nsenter", "--net=/run/netns/" + netns, "--"}, argv...)
 	}
 	return argv
 }
