@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,6 +55,14 @@ func TestE2EDaemonNetworking(t *testing.T) {
 		}
 		for _, ns := range clientNS {
 			namespace.Delete(ns)
+		}
+		// The daemon's parent cgroups (empty once the VMMs are gone).
+		for _, ctl := range []string{"cpu", "memory", ""} {
+			groups, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctl, d.cg, "i-*"))
+			for _, g := range groups {
+				os.Remove(g)
+			}
+			os.Remove(filepath.Join("/sys/fs/cgroup", ctl, d.cg))
 		}
 		for _, id := range vpcIDs {
 			if namespace.Exists(vpc.NamespaceName(id)) {
