@@ -399,6 +399,9 @@ func (s *Service) sweepTerminated() error {
 			if err := tx.Delete(kindInstance, id); err != nil {
 				return err
 			}
+			if err := tx.Delete(kindDrives, id); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
