@@ -112,6 +112,7 @@ func (s *Service) instanceStoreDisk(id string) supervisor.Disk {
 // transaction.
 func (a *actuator) StartVMM(ctx context.Context, id string) error {
 	s := a.svc()
+	defer s.liveLocks.lock(id)()
 	if _, err := s.sup.Get(id); err == nil {
 		return nil
 	}

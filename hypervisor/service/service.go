@@ -154,6 +154,8 @@ type Service struct {
 	again    map[string]bool // kicked while in flight: drive once more
 
 	importMu sync.Mutex // one root-disk import at a time
+
+	liveLocks instanceLocks // a VMM's start vs. volume work through it (volumes_live.go)
 }
 
 // Paths inside DataDir.

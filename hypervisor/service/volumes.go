@@ -315,10 +315,13 @@ func (s *Service) CreateSnapshot(caller Caller, req api.CreateSnapshotRequest) (
 	if req.VolumeID == "" {
 		return api.Snapshot{}, api.Errorf(api.CodeMissingParameter, "The request must contain the parameter VolumeId.")
 	}
-	if _, err := s.ownedVolume(caller, req.VolumeID); err != nil {
+	v, err := s.ownedVolume(caller, req.VolumeID)
+	if err != nil {
 		return api.Snapshot{}, err
 	}
+	unlock := s.lockAttached(v) // a VMM starting on this volume must not miss the switch
 	sn, err := s.volumes.CreateSnapshot(req.VolumeID, req.Description)
+	unlock()
 	if err != nil {
 		return api.Snapshot{}, volumeError(err)
 	}

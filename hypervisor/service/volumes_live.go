@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
+	"sync"
 	"time"
 
 	"gureum/api"
@@ -33,6 +35,39 @@ import (
 // get vda, vdb, ... in the order of the spec, as gureum-vmm names them)
 // and changed in the same transaction that records an attach or detach.
 // It is only believed while a VMM runs for the instance.
+
+// A VMM that is starting has been given its volumes' top files but is not
+// yet known to the supervisor, so liveDrives would send a snapshot or a
+// growth to the closed files, and the new VMM would then write a frozen
+// snapshot file. instanceLocks keeps the two apart: StartVMM holds the
+// instance's lock from reading the volume paths until the VMM is
+// registered, and volume work on an attached volume holds it around the
+// volume store call.
+
+// instanceLocks is a fixed set of mutexes picked by a hash of the
+// instance ID: no map to grow or clean, at the price of two instances
+// sometimes sharing one. The zero value is ready.
+type instanceLocks struct {
+	mu [64]sync.Mutex
+}
+
+// lock takes the lock of instance id and returns its unlock.
+func (l *instanceLocks) lock(id string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	m := &l.mu[h.Sum32()%uint32(len(l.mu))]
+	m.Lock()
+	return m.Unlock
+}
+
+// lockAttached takes the lock of the instance a volume is attached to
+// (none when it is not attached) and returns the unlock.
+func (s *Service) lockAttached(v volume.Volume) func() {
+	if v.Attachment == nil {
+		return func() {}
+	}
+	return s.liveLocks.lock(v.Attachment.InstanceID)
+}
 
 // driveSlots is how many empty drives each VMM gets for attaching
 // volumes while it runs.
@@ -173,6 +208,7 @@ func freeDevice(r *instanceRecord) string {
 // in that drive with the limits of the volume's type. If the VMM refuses,
 // the records are put back.
 func (s *Service) attachRunning(caller Caller, id string, req api.AttachVolumeRequest) error {
+	defer s.liveLocks.lock(req.InstanceID)()
 	ctx, cancel := context.WithTimeout(s.ctx, liveTimeout)
 	defer cancel()
 	drives, err := s.sup.Drives(ctx, req.InstanceID)
@@ -255,6 +291,7 @@ func checkDevice(r *instanceRecord, dev string) error {
 // flushes and closes the drive first (after that no process writes the
 // volume's files), then the records drop the attachment.
 func (s *Service) detachRunning(instanceID, id, dev string) error {
+	defer s.liveLocks.lock(instanceID)()
 	var m driveMap
 	err := s.store.View(func(tx store.Tx) error {
 		var err error
@@ -313,11 +350,14 @@ func (s *Service) ModifyVolume(caller Caller, id string, req api.ModifyVolumeReq
 	if req.SizeGiB < 0 || req.IOPS < 0 || req.ThroughputMiBps < 0 {
 		return api.Volume{}, api.Errorf(api.CodeInvalidParameterValue, "Sizes, IOPS and throughput must not be negative.")
 	}
-	if _, err := s.ownedVolume(caller, id); err != nil {
+	v, err := s.ownedVolume(caller, id)
+	if err != nil {
 		return api.Volume{}, err
 	}
-	v, err := s.volumes.Modify(id, volume.ModifyRequest{SizeGiB: req.SizeGiB, Type: volume.Type(req.VolumeType),
+	unlock := s.lockAttached(v)
+	v, err = s.volumes.Modify(id, volume.ModifyRequest{SizeGiB: req.SizeGiB, Type: volume.Type(req.VolumeType),
 		IOPS: req.IOPS, Throughput: req.ThroughputMiBps})
+	unlock()
 	if err != nil {
 		return api.Volume{}, volumeError(err)
 	}
