@@ -132,7 +132,9 @@ type CreateVolumeRequest struct {
 }
 
 // AttachVolumeRequest is the body of POST /v1/volumes/{id}/attach. The
-// instance must be stopped: the volume joins its VMM at the next start.
+// instance must be running (the guest sees a new disk at once, in one of
+// its VMM's empty drive slots) or stopped (the volume joins its VMM at the
+// next start).
 type AttachVolumeRequest struct {
 	InstanceID string `json:"instance_id"`
 	Device     string `json:"device,omitempty"` // default: the next free /dev/vdX
