@@ -378,6 +378,10 @@ enum result net_selftest(void)
 	}
 	kprintf("selftest net: listening\n");
 	serve_until(rdtsc() + ms_to_tsc(config.net_wait_s * 1000), served_both);
+	/* The HTTP response may still be unacknowledged (lost, or queued in
+	 * the VMM): keep serving, which resends it, until the peer has it,
+	 * rather than power off with it in flight. */
+	serve_until(rdtsc() + ms_to_tsc(2000), tcp_idle);
 	bool ok = pings > 0 && (net_stats.served_icmp > 0 || net_stats.served_http > 0);
 	kprintf("selftest net: %s arp=1 ping=%d/3 served_icmp=%u served_http=%u\n", ok ? "ok" : "fail", pings,
 		net_stats.served_icmp, net_stats.served_http);

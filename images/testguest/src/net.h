@@ -57,7 +57,8 @@ void net_ip_send(uint8_t *payload, const uint8_t dst_mac[6], uint32_t dst_ip, ui
 /* tcp.c */
 void tcp_input(const uint8_t src_mac[6], uint32_t src_ip, const uint8_t *seg, uint16_t len);
 uint64_t tcp_timers(void); /* runs due retransmissions; returns the next deadline (TSC) or 0 */
-void tcp_burn_done(void);  /* the APs finished a burn: reply to waiting requests */
+void tcp_burn_done(void);
+bool tcp_idle(void);       /* no connection open: all responses acknowledged */  /* the APs finished a burn: reply to waiting requests */
 extern uint32_t net_ip;
 
 #endif

@@ -218,6 +218,16 @@ static struct conn *find_conn(uint32_t ip, uint16_t port)
 }
 
 /* new_conn takes a free slot, or else the one closest to done. */
+/* tcp_idle reports whether no connection is open: every response has
+ * been acknowledged and every peer has closed (or given up on). */
+bool tcp_idle(void)
+{
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (conns[i].state != FREE)
+			return false;
+	return true;
+}
+
 static struct conn *new_conn(void)
 {
 	struct conn *victim = NULL;
