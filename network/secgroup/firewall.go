@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 
 	"gureum/network"
@@ -176,12 +177,30 @@ func (f *Firewall) withConn(fn func(c *nftables.Conn) error) error {
 		return fmt.Errorf("open namespace %s: %w", f.ns, err)
 	}
 	defer h.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(h)), nftables.WithSockOptions(largeBuffers))
 	if err != nil {
 		return fmt.Errorf("nftables in %s: %w", f.ns, err)
 	}
 	defer c.CloseLasting()
 	return fn(c)
+}
+
+// batchBufferBytes sizes the netlink socket's buffers for a ruleset
+// change. A change is one batch holding the whole ruleset, and the kernel
+// acknowledges every message in it; a VPC's ruleset has rules per port and
+// per member of each source group, so a few dozen instances in one default
+// group make thousands of rules. With the default buffers (wmem_max and
+// rmem_max, about 200 KiB) the batch is refused (EMSGSIZE) or the
+// acknowledgements are dropped (ENOBUFS).
+const batchBufferBytes = 64 << 20
+
+// largeBuffers sets both buffers (SO_SNDBUFFORCE and SO_RCVBUFFORCE, which
+// root may set beyond the sysctl limits; the plain options otherwise).
+func largeBuffers(c *netlink.Conn) error {
+	if err := c.SetWriteBuffer(batchBufferBytes); err != nil {
+		return err
+	}
+	return c.SetReadBuffer(batchBufferBytes)
 }
 
 // plan is the state sorted for rendering: ports by name, and every

@@ -118,3 +118,28 @@ func TestFirewallRulesetAsNftSeesIt(t *testing.T) {
 		t.Errorf("tables left after Remove:\n%s", out)
 	}
 }
+
+// TestFirewallManyMembers applies a ruleset with 60 ports in one group
+// that admits its own members (EC2's default group): one rule per member
+// per port, several thousand kernel acknowledgements in one batch, which
+// overflowed the default netlink receive buffer (ENOBUFS) before the
+// connection asked for a larger one.
+func TestFirewallManyMembers(t *testing.T) {
+	ns := newTestNamespace(t)
+	fw := New(ns)
+	g := NewGroup("sg-default")
+	g.Rules = append(g.Rules, Rule{Direction: Ingress, Protocol: "-1", Group: "sg-default"})
+	if err := fw.SetGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		mac := net.HardwareAddr{0x02, 0, 0, 0, 1, byte(i)}
+		p := Port{Name: fmt.Sprintf("tapm%d", i), MAC: mac, Address: netip.AddrFrom4([4]byte{10, 9, 2, byte(10 + i)}), Groups: []string{"sg-default"}}
+		if err := fw.SetPort(p); err != nil {
+			t.Fatalf("port %d of 60: %v", i+1, err)
+		}
+	}
+	if out := nftList(t, ns); !strings.Contains(out, "ip saddr 10.9.2.69") {
+		t.Errorf("ruleset lacks the 60th member")
+	}
+}
