@@ -29,7 +29,8 @@ type Spec struct {
 	// start a fresh VMM with a possibly changed configuration.
 	NoReboot bool `json:"no_reboot,omitempty"`
 	// NetNS, when set, runs the VMM inside that named network namespace
-	// (ip netns exec), where its taps live.
+	// (/run/netns/NAME), where its taps live: the wrapper is started
+	// through nsenter --net, which enters only the network namespace.
 	NetNS string `json:"netns,omitempty"`
 	// Limits overrides the cgroup limits; the zero value means
 	// DefaultLimits(VCPUs, MemoryMiB).
