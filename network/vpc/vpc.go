@@ -15,7 +15,9 @@
 // different subnets of one VPC reach each other through it as through a
 // router, and instances of one subnet directly as on a switch. Nothing
 // connects the namespace to the host's own network: different VPCs cannot
-// see each other, and guests cannot reach the host's addresses.
+// see each other, and guests cannot reach the host's addresses. The one
+// exception is asked for explicitly: an uplink (uplink.go) lets a VPC's
+// guests out through the host with NAT.
 //
 // Handoff to the VMM. A tap is attached to the namespace it was created
 // in; gureum-vmm opens its tap by name (tap.Open) in the namespace of the
@@ -196,6 +198,13 @@ func (v *VPC) Delete() error {
 }
 
 func (v *VPC) destroy() error {
+	// The uplink's host-side table outlives the namespace, so it goes
+	// first; its veth pair goes with the namespace. A VPC without an
+	// uplink has nothing to lose here: an error then (nftables missing,
+	// say) leaves at most a stale table, which RemoveOrphans removes.
+	if err := removeHostUplink(v.id); err != nil && HasUplink(v.id) {
+		return fmt.Errorf("delete VPC %s: uplink: %w", v.id, err)
+	}
 	if err := namespace.Delete(v.Namespace()); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return network.Errorf(network.CodeVPCNotFound, "VPC %s does not exist", v.id)
@@ -206,8 +215,10 @@ func (v *VPC) destroy() error {
 }
 
 // RemoveOrphans deletes every VPC namespace whose ID owned does not
-// claim, taps and all, and returns the IDs it removed. The daemon calls it
-// at start with its own list of VPCs, after re-adopting running VMMs.
+// claim, taps, uplink and all, and returns the IDs it removed; it also
+// removes host-side uplink tables whose namespace is gone. The daemon
+// calls it at start with its own list of VPCs, after re-adopting running
+// VMMs.
 func RemoveOrphans(owned func(id string) bool) ([]string, error) {
 	ids, err := List()
 	if err != nil {
@@ -224,6 +235,9 @@ func RemoveOrphans(owned func(id string) bool) ([]string, error) {
 			continue
 		}
 		removed = append(removed, id)
+	}
+	if err := removeStaleUplinks(); err != nil {
+		errs = append(errs, err)
 	}
 	return removed, errors.Join(errs...)
 }
