@@ -50,6 +50,12 @@ type CreateAccountResponse struct {
 	Token   APIToken `json:"token"`
 }
 
+// AccountsResponse answers GET /v1/accounts: every account for the
+// admin, the caller's own otherwise.
+type AccountsResponse struct {
+	Accounts []Account `json:"accounts"`
+}
+
 // APIToken is a bearer token of an account. Secret is set only in the
 // answer that created the token: the daemon keeps only its SHA-256.
 type APIToken struct {
@@ -63,4 +69,10 @@ type APIToken struct {
 // CreateTokenRequest is the body of POST /accounts/{id}/tokens.
 type CreateTokenRequest struct {
 	Description string `json:"description,omitempty"`
+}
+
+// TokensResponse answers GET /v1/accounts/{id}/tokens. The tokens carry
+// no secrets: those are shown only once, when a token is created.
+type TokensResponse struct {
+	Tokens []APIToken `json:"tokens"`
 }

@@ -50,6 +50,9 @@ const (
 	// The resource exists but its state forbids the request.
 	CodeIncorrectInstanceState Code = "IncorrectInstanceState"
 	CodeVolumeInUse            Code = "VolumeInUse"
+	// CodeInvalidSnapshotInUse is a snapshot that cannot be deleted because
+	// a registered AMI boots from it (deregister the AMI first).
+	CodeInvalidSnapshotInUse Code = "InvalidSnapshot.InUse"
 	// CodeIncorrectState is a volume or snapshot whose state forbids the
 	// request (EC2's IncorrectState).
 	CodeIncorrectState Code = "IncorrectState"
@@ -97,6 +100,7 @@ var codeStatus = map[Code]int{
 
 	CodeIncorrectInstanceState: http.StatusConflict,
 	CodeVolumeInUse:            http.StatusConflict,
+	CodeInvalidSnapshotInUse:   http.StatusConflict,
 	CodeIncorrectState:         http.StatusConflict,
 	CodeDependencyViolation:    http.StatusConflict,
 	CodeInvalidIPAddressInUse:  http.StatusConflict,

@@ -33,6 +33,8 @@ func TestStatusOfNamedCodes(t *testing.T) {
 		CodeInvalidSnapshotNotFound:      404,
 		CodeIncorrectInstanceState:       409,
 		CodeVolumeInUse:                  409,
+		CodeInvalidSnapshotInUse:         409,
+		CodeInvalidVolumeZoneMismatch:    400,
 		CodeInsufficientInstanceCapacity: 503,
 		CodeInternalError:                500,
 	}

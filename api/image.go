@@ -107,6 +107,12 @@ type CreateImageRequest struct {
 	Description string `json:"description,omitempty"`
 }
 
+// ImagesResponse answers GET /v1/images: the AMIs the caller may launch
+// that match the query's filters.
+type ImagesResponse struct {
+	Images []Image `json:"images"`
+}
+
 // ImageIDResponse answers register and create-image.
 type ImageIDResponse struct {
 	ImageID string `json:"image_id"`

@@ -20,9 +20,7 @@ func (c *Client) WithToken(token string) *Client {
 
 // Accounts lists the accounts the caller sees (all of them for the admin).
 func (c *Client) Accounts(ctx context.Context) ([]api.Account, error) {
-	var out struct {
-		Accounts []api.Account `json:"accounts"`
-	}
+	var out api.AccountsResponse
 	err := c.Do(ctx, http.MethodGet, "/v1/accounts", nil, &out)
 	return out.Accounts, err
 }
@@ -49,9 +47,7 @@ func (c *Client) DeleteAccount(ctx context.Context, id string) error {
 
 // Tokens lists an account's tokens, without secrets.
 func (c *Client) Tokens(ctx context.Context, accountID string) ([]api.APIToken, error) {
-	var out struct {
-		Tokens []api.APIToken `json:"tokens"`
-	}
+	var out api.TokensResponse
 	err := c.Do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(accountID)+"/tokens", nil, &out)
 	return out.Tokens, err
 }

@@ -50,9 +50,7 @@ func (f ImageFilter) query() string {
 
 // DescribeImages lists the AMIs matching f.
 func (c *Client) DescribeImages(ctx context.Context, f ImageFilter) ([]api.Image, error) {
-	var out struct {
-		Images []api.Image `json:"images"`
-	}
+	var out api.ImagesResponse
 	err := c.Do(ctx, http.MethodGet, "/v1/images"+f.query(), nil, &out)
 	return out.Images, err
 }

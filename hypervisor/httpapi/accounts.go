@@ -41,16 +41,6 @@ func bearer(svc *service.Service, r *http.Request) (service.Caller, error) {
 	return svc.Authenticate(tok)
 }
 
-// AccountsResponse answers GET /v1/accounts.
-type AccountsResponse struct {
-	Accounts []api.Account `json:"accounts"`
-}
-
-// TokensResponse answers GET /v1/accounts/{id}/tokens (no secrets).
-type TokensResponse struct {
-	Tokens []api.APIToken `json:"tokens"`
-}
-
 // The account routes join the server's table from here.
 func init() {
 	routes = append(routes, accountRoutes...)
@@ -62,7 +52,7 @@ var accountRoutes = []Route{
 		if err != nil {
 			return nil, err
 		}
-		out := AccountsResponse{Accounts: []api.Account{}}
+		out := api.AccountsResponse{Accounts: []api.Account{}}
 		for _, a := range all {
 			out.Accounts = append(out.Accounts, a.API())
 		}
@@ -99,7 +89,7 @@ var accountRoutes = []Route{
 		if toks == nil {
 			toks = []api.APIToken{}
 		}
-		return TokensResponse{Tokens: toks}, err
+		return api.TokensResponse{Tokens: toks}, err
 	}},
 	{"POST", "/v1/accounts/{id}/tokens", func(h *handler, w http.ResponseWriter, r *http.Request, c service.Caller) (any, error) {
 		var req api.CreateTokenRequest

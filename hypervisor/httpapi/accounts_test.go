@@ -234,7 +234,7 @@ func TestAccountsCannotTouchEachOther(t *testing.T) {
 	// An AMI's root snapshot cannot go while the AMI is registered; an
 	// account with resources cannot be deleted.
 	err = alice.DeleteSnapshot(ctx, snap.SnapshotID)
-	wantCode(t, "delete an AMI's root snapshot", err, api.CodeIncorrectState)
+	wantCode(t, "delete an AMI's root snapshot", err, api.CodeInvalidSnapshotInUse)
 	err = d.admin.DeleteAccount(ctx, aliceAcct.Account.AccountID)
 	wantCode(t, "delete an account that owns resources", err, api.CodeDeleteConflict)
 	err = alice.DeleteAccount(ctx, bobAcct.Account.AccountID)

@@ -8,11 +8,6 @@ import (
 	"gureum/images/ami"
 )
 
-// ImagesResponse answers GET /v1/images.
-type ImagesResponse struct {
-	Images []api.Image `json:"images"`
-}
-
 // The AMI routes join the server's table from here.
 func init() {
 	routes = append(routes, imageRoutes...)
@@ -27,7 +22,7 @@ var imageRoutes = []Route{
 			return nil, err
 		}
 		out, err := h.svc.DescribeImages(c, f)
-		return ImagesResponse{Images: out}, err
+		return api.ImagesResponse{Images: out}, err
 	}},
 	{"POST", "/v1/images", func(h *handler, w http.ResponseWriter, r *http.Request, c service.Caller) (any, error) {
 		var req api.RegisterImageRequest

@@ -242,8 +242,8 @@ func (s *Service) snapshotInUse(snapshotID string) error {
 		return err
 	}
 	if used {
-		return api.Errorf(api.CodeIncorrectState,
-			"The snapshot '%s' is the root of image %s; deregister the image first.", snapshotID, imageID)
+		return api.Errorf(api.CodeInvalidSnapshotInUse,
+			"The snapshot '%s' is currently in use by %s; deregister the image first.", snapshotID, imageID)
 	}
 	return nil
 }
