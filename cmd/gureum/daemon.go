@@ -106,15 +106,9 @@ func runDaemon(cfg service.Config, socket, listen, tokenFile, defaultImage, logL
 			return err
 		}
 	}
-	if cfg.VMM == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find gureum-vmm: %w", err)
-		}
-		cfg.VMM = filepath.Join(filepath.Dir(self), "gureum-vmm")
-	}
-	if _, err := os.Stat(cfg.VMM); err != nil {
-		return fmt.Errorf("gureum-vmm: %w (give --vmm)", err)
+	var err error
+	if cfg.VMM, err = vmmPath(cfg.VMM); err != nil {
+		return err
 	}
 	// A child subreaper inherits the orphans of its descendants: the VMM
 	// wrappers it starts stay its children even through a shell, so their
@@ -171,6 +165,33 @@ func runDaemon(cfg service.Config, socket, listen, tokenFile, defaultImage, logL
 	}
 	os.Remove(socket)
 	return nil
+}
+
+// vmmPath resolves --vmm to the absolute path of a gureum-vmm binary
+// (default: the one next to this binary). The path must be absolute: the
+// supervisor starts every VMM's wrapper in that instance's run directory,
+// where a path relative to the daemon's working directory names nothing.
+func vmmPath(flag string) (string, error) {
+	p := flag
+	if p == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return "", fmt.Errorf("find gureum-vmm: %w", err)
+		}
+		p = filepath.Join(filepath.Dir(self), "gureum-vmm")
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("gureum-vmm %s: %w", p, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("gureum-vmm: %w (give --vmm)", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("gureum-vmm: %s is not an executable file (give --vmm)", abs)
+	}
+	return abs, nil
 }
 
 // listenUnix listens on the socket path with mode 0660 (owner and group
