@@ -190,6 +190,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 	wantCode(t, "oversize volume", err, api.CodeInvalidParameterValue)
 	_, err = c.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: -5})
 	wantCode(t, "negative volume", err, api.CodeInvalidParameterValue)
+	_, err = c.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 1, AvailabilityZone: "local-9z"})
+	wantCode(t, "volume in an unknown zone", err, api.CodeInvalidParameterValue)
 	err = c.DeleteVolume(ctx, "vol-xyz")
 	wantCode(t, "bad volume id", err, api.CodeInvalidVolumeIDMalformed)
 

@@ -69,6 +69,9 @@ type instanceRecord struct {
 type volumeOwner struct {
 	Owner string    `json:"owner"`
 	Tags  []api.Tag `json:"tags,omitempty"`
+	// Zone is the availability zone CreateVolume placed the volume in;
+	// empty for root volumes and older records (volumeZone derives it).
+	Zone string `json:"zone,omitempty"`
 }
 
 // snapshotOwner is the daemon's side of a volume-store snapshot.

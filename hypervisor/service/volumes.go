@@ -76,11 +76,13 @@ func (s *Service) ownedSnapshot(caller Caller, id string) (volume.Snapshot, erro
 	return sn, volumeError(err)
 }
 
-func volumeToAPI(v volume.Volume, owner volumeOwner, deleteOnTermination bool) api.Volume {
+// describeVolume is a volume as describe shows it, with what the records
+// around it add: whether it goes with its instance, and its zone.
+func (s *Service) describeVolume(tx store.Tx, v volume.Volume, owner volumeOwner) api.Volume {
 	out := api.Volume{
 		VolumeID: v.ID, OwnerID: owner.Owner, State: string(v.State), VolumeType: string(v.Type), SizeGiB: v.SizeGiB,
 		IOPS: v.IOPS, ThroughputMiBps: v.Throughput, SnapshotID: v.SnapshotID, CreateTime: v.CreateTime,
-		Tags: owner.Tags, DeleteOnTermination: deleteOnTermination,
+		Tags: owner.Tags, DeleteOnTermination: deleteOnTermination(tx, v), AvailabilityZone: s.volumeZone(tx, v, owner),
 	}
 	if a := v.Attachment; a != nil {
 		out.Attachment = &api.VolumeAttachment{InstanceID: a.InstanceID, Device: a.Device, AttachTime: a.AttachTime}
@@ -103,11 +105,57 @@ func (s *Service) Volumes(caller Caller) ([]api.Volume, error) {
 			if err := store.GetJSON(tx, kindVolumeOwner, v.ID, &o); err != nil || o.Owner != caller.AccountID {
 				continue
 			}
-			out = append(out, volumeToAPI(v, o, deleteOnTermination(tx, v)))
+			out = append(out, s.describeVolume(tx, v, o))
 		}
 		return nil
 	})
 	return out, err
+}
+
+// Zones of volumes. As in EC2, a volume lives in one availability zone
+// and attaches only to instances of that zone (in a real cloud the zone
+// is the building its disks are in, and a disk is reached over the
+// building's own network). Snapshots are regional: a volume made from one
+// may be placed in any zone, which is how data moves between zones.
+
+// instanceZone is the zone an instance runs in: its subnet's. An instance
+// without an interface (a daemon without networking) counts as placed in
+// the first zone, where such a launch would have put it.
+func (s *Service) instanceZone(r *instanceRecord) string {
+	if r.Network != nil && r.Network.Zone != "" {
+		return r.Network.Zone
+	}
+	return s.zones()[0]
+}
+
+// volumeZone is a volume's zone: the one CreateVolume recorded. Root
+// volumes are made with their instance and have none recorded; they are
+// in their instance's zone for their whole life (they cannot be
+// detached). Records from before zones were kept are in the first zone.
+func (s *Service) volumeZone(tx store.Tx, v volume.Volume, owner volumeOwner) string {
+	if owner.Zone != "" {
+		return owner.Zone
+	}
+	if v.Attachment != nil {
+		if r, err := getInstance(tx, v.Attachment.InstanceID); err == nil {
+			return s.instanceZone(r)
+		}
+	}
+	return s.zones()[0]
+}
+
+// checkSameZone refuses to attach a volume to an instance of another zone.
+func (s *Service) checkSameZone(tx store.Tx, v volume.Volume, r *instanceRecord) error {
+	var o volumeOwner
+	if err := store.GetJSON(tx, kindVolumeOwner, v.ID, &o); err != nil {
+		return fmt.Errorf("load volume %s: %w", v.ID, err)
+	}
+	vz, iz := s.volumeZone(tx, v, o), s.instanceZone(r)
+	if vz != iz {
+		return api.Errorf(api.CodeInvalidVolumeZoneMismatch,
+			"The volume '%s' is not in the same availability zone as instance '%s' (%s, not %s).", v.ID, r.ID, vz, iz)
+	}
+	return nil
 }
 
 // deleteOnTermination reads the flag from the instance the volume is
@@ -136,16 +184,22 @@ func (s *Service) Volume(caller Caller, id string) (api.Volume, error) {
 		if err := store.GetJSON(tx, kindVolumeOwner, id, &o); err != nil {
 			return err
 		}
-		out = volumeToAPI(v, o, deleteOnTermination(tx, v))
+		out = s.describeVolume(tx, v, o)
 		return nil
 	})
 	return out, err
 }
 
-// CreateVolume makes an empty volume, or one from a snapshot of caller's.
+// CreateVolume makes an empty volume, or one from a snapshot of caller's,
+// in the requested zone (default: the first). A snapshot of any zone's
+// volume will do.
 func (s *Service) CreateVolume(caller Caller, req api.CreateVolumeRequest) (api.Volume, error) {
 	if req.SizeGiB < 0 || req.IOPS < 0 || req.ThroughputMiBps < 0 {
 		return api.Volume{}, api.Errorf(api.CodeInvalidParameterValue, "Sizes, IOPS and throughput must not be negative.")
+	}
+	zone, err := s.checkZone(req.AvailabilityZone)
+	if err != nil {
+		return api.Volume{}, err
 	}
 	if req.SnapshotID != "" {
 		if _, err := s.ownedSnapshot(caller, req.SnapshotID); err != nil {
@@ -163,18 +217,20 @@ func (s *Service) CreateVolume(caller Caller, req api.CreateVolumeRequest) (api.
 	if err != nil {
 		return api.Volume{}, volumeError(err)
 	}
-	o := volumeOwner{Owner: caller.AccountID, Tags: tags}
+	o := volumeOwner{Owner: caller.AccountID, Tags: tags, Zone: zone}
+	var out api.Volume
 	err = s.store.Update(func(tx store.Tx) error {
 		if err := store.PutJSON(tx, kindVolumeOwner, v.ID, o); err != nil {
 			return err
 		}
+		out = s.describeVolume(tx, v, o)
 		return billing.VolumeSized(tx, v.ID, caller.AccountID, string(v.Type), v.SizeGiB, s.now())
 	})
 	if err != nil {
 		s.volumes.Delete(v.ID)
 		return api.Volume{}, err
 	}
-	return volumeToAPI(v, o, false), nil
+	return out, nil
 }
 
 // DeleteVolume deletes an available volume of caller's.
@@ -200,18 +256,23 @@ func (s *Service) deleteVolume(id string) error {
 	})
 }
 
-// AttachVolume attaches a volume of caller's to an instance of caller's.
-// To a stopped instance it is recorded and joins the VMM at the next
-// start; to a running one it goes into a free drive of the VMM at once
+// AttachVolume attaches a volume of caller's to an instance of caller's
+// in the volume's zone (InvalidVolume.ZoneMismatch otherwise). To a
+// stopped instance it is recorded and joins the VMM at the next start; to
+// a running one it goes into a free drive of the VMM at once
 // (attachRunning) and the guest sees a new disk.
 func (s *Service) AttachVolume(caller Caller, id string, req api.AttachVolumeRequest) (api.Volume, error) {
-	if _, err := s.ownedVolume(caller, id); err != nil {
+	v, err := s.ownedVolume(caller, id)
+	if err != nil {
 		return api.Volume{}, err
 	}
 	live := false
-	err := s.store.Update(func(tx store.Tx) error {
+	err = s.store.Update(func(tx store.Tx) error {
 		r, st, err := ownedInstance(tx, caller, req.InstanceID)
 		if err != nil {
+			return err
+		}
+		if err := s.checkSameZone(tx, v, r); err != nil {
 			return err
 		}
 		if live, err = runningForVolumes(r, st, "attached to"); err != nil || live {
