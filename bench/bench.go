@@ -103,12 +103,22 @@ func benchmark(ctx context.Context, o options) error {
 			}
 			c.net = n
 		}
+		if pt.name == "vpc" {
+			v, err := createBenchVPC(run)
+			if err != nil {
+				return fmt.Errorf("VPC: %w", err)
+			}
+			c.vpc = v
+		}
 		err := runPart(ctx, c, pt, run, func(r row) {
 			rows = append(rows, r)
 			enc.Encode(r)
 		})
 		if c.net != nil {
 			c.net.remove()
+		}
+		if c.vpc != nil {
+			c.vpc.remove()
 		}
 		if err != nil {
 			break // cancelled; the table still gets what was measured

@@ -8,6 +8,9 @@
 //   - virtio-blk: the sequential MB/s the guest's block self test reports;
 //   - virtio-net: ICMP echo replies per second from the guest in "serve"
 //     mode, flooded from inside a network namespace the harness makes;
+//   - a VPC (part vpc): ping latency and HTTP requests per second from a
+//     client namespace on a gureum VPC's bridge to the guest in "serve"
+//     mode on a tap of the same bridge;
 //   - the control plane (part cp, gureum only): a real gureum daemon, from
 //     the run-instances call to instances running with the ready line, for
 //     1, 20 and 50 instances, and the daemon's memory with 50 running.
@@ -17,8 +20,8 @@
 //	GUREUM_BIN=$PWD/bin go run ./bench [-reps N] [-only REGEX] [-out DIR]
 //
 // Every VMM process is bounded by a timeout and killed by its PID; the
-// namespace and tap of the network part are removed on the way out, also
-// after a failure or Ctrl-C. docs/benchmarks.md explains the method and
+// namespaces and taps of the network parts are removed on the way out,
+// also after a failure or Ctrl-C. docs/benchmarks.md explains the method and
 // holds the numbers of a real run.
 package main
 
@@ -56,7 +59,7 @@ func run() int {
 	var o options
 	var only string
 	flag.IntVar(&o.reps, "reps", 5, "repetitions of each measurement per peer")
-	flag.StringVar(&only, "only", "", "run only cases whose \"part/peer\" name matches this regular expression (parts: boot, blk, net, blkraw, blkqcow2, cp; peers: gureum, qemu, gokvm; cp runs on gureum only)")
+	flag.StringVar(&only, "only", "", "run only cases whose \"part/peer\" name matches this regular expression (parts: boot, blk, net, blkraw, blkqcow2, cp, vpc; peers: gureum, qemu, gokvm; cp runs on gureum only)")
 	flag.StringVar(&o.outDir, "out", "bench/results", "directory for the results (a time-stamped folder is made inside)")
 	flag.StringVar(&o.binDir, "bin", os.Getenv("GUREUM_BIN"), "directory holding gureum-vmm and testguest.elf (default $GUREUM_BIN, else ./bin)")
 	flag.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")

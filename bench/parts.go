@@ -45,6 +45,7 @@ type caseRun struct {
 	kernel     string
 	consoleDir string
 	net        *benchNet // set for the net part only
+	vpc        *benchVPC // set for the vpc part only
 }
 
 // outcome is what one case run measured.

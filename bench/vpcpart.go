@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The vpc part measures what a user of a VPC sees of the VMM's network
+// path: from a client namespace on a VPC's bridge (vpcnet.go) to the test
+// guest in serve mode on a tap of that bridge,
+//
+//   - ping latency: vpcPings echo requests one at a time, vpcPingGap
+//     apart (so the guest is idle, as between a real client's requests,
+//     and the VMM must wake it), median and 99th percentile round trip;
+//   - HTTP requests per second: GET / from a Go HTTP client dialing inside
+//     the client namespace, one request per connection (the guest speaks
+//     HTTP/1.0), first by one client in sequence, then by vpcClients
+//     clients at once; each bounded by vpcRequests and vpcHTTPTime.
+//
+// Both peers get the same guest, command line and address; a repetition
+// runs one peer's VMM alone.
+
+// Settings of the vpc part.
+const (
+	vpcPings       = 1000
+	vpcPingGap     = 2 * time.Millisecond
+	vpcPingTimeout = time.Second // a request without a reply by then is lost
+	vpcRequests    = 2000        // per HTTP measurement
+	vpcHTTPTime    = 20 * time.Second
+	vpcClients     = 4
+	vpcGetTimeout  = 5 * time.Second // one GET, connect to last byte
+)
+
+func init() {
+	parts = append(parts, part{name: "vpc", devices: true, run: runVPC})
+	metrics = append(metrics, vpcMetrics()...)
+}
+
+// vpcMetrics are the table rows of the vpc part.
+func vpcMetrics() []metric {
+	return []metric{
+		{part: "vpc", key: "ping_median_us", label: "VPC: ping round trip, median (µs)", format: "%.0f", goal: atMostQEMU},
+		{part: "vpc", key: "ping_p99_us", label: "VPC: ping round trip, 99th percentile (µs)", format: "%.0f", goal: atMostQEMU},
+		{part: "vpc", key: "ping_loss_pct", label: "VPC: echo requests unanswered (%)", format: "%.1f"},
+		{part: "vpc", key: "http_rps", label: "VPC: HTTP GET /, 1 client (requests/s)", format: "%.0f", goal: atLeastQEMU},
+		{part: "vpc", key: "http_conc_rps", label: fmt.Sprintf("VPC: HTTP GET /, %d clients at once (requests/s)", vpcClients), format: "%.0f", goal: atLeastQEMU},
+		{part: "vpc", key: "http_failed", label: "VPC: failed GETs (both measurements)", format: "%.0f"},
+	}
+}
+
+// atMostQEMU is the goal of latencies: gureum's median no higher than
+// QEMU's.
+func atMostQEMU(g, q spread) string {
+	return verdict("≤ QEMU", g.median <= q.median, g.n > 0 && q.n > 0)
+}
+
+// runVPC is one repetition of the vpc part on one peer.
+func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
+	b := c.vpc
+	g := guestSetup{kernel: c.kernel, cmdline: "serve ip=" + guestCIDR, cpus: 1, memMiB: guestMemMiB, tap: b.tap(p)}
+	out := outcome{argv: b.wrap(p.command(g)), metrics: map[string]float64{}}
+	b.forgetNeighbours()
+	fd, err := openICMPSocket(b.client)
+	if err != nil {
+		return out, err
+	}
+	defer unix.Close(fd)
+	proc, err := startVMM(out.argv, p.needsPTY, c.logPath("vpc", p.name, rep))
+	if err != nil {
+		return out, err
+	}
+	defer proc.kill()
+	if _, _, err := proc.waitFor(ctx, readyLine, readyTimeout); err != nil {
+		return out, err
+	}
+	pg := newPinger(fd, [4]byte{10, 0, 0, 2})
+	if err := pg.waitAlive(ctx, aliveTimeout); err != nil {
+		return out, fmt.Errorf("%w; last output: %q", err, proc.out.tail(400))
+	}
+
+	rtts, sent, err := pg.roundTrips(ctx, vpcPings, vpcPingGap, vpcPingTimeout)
+	if err != nil {
+		return out, err
+	}
+	if len(rtts) == 0 {
+		return out, fmt.Errorf("no replies to %d echo requests", sent)
+	}
+	out.metrics["ping_median_us"] = micros(percentile(rtts, 50))
+	out.metrics["ping_p99_us"] = micros(percentile(rtts, 99))
+	out.metrics["ping_loss_pct"] = 100 * float64(sent-len(rtts)) / float64(sent)
+
+	client := &http.Client{Transport: &http.Transport{DialContext: b.dial, DisableKeepAlives: true}, Timeout: vpcGetTimeout}
+	defer client.CloseIdleConnections()
+	url := "http://" + guestIP + "/"
+	seq, err := httpLoad(ctx, client, url, 1, vpcRequests, vpcHTTPTime)
+	if err != nil {
+		return out, fmt.Errorf("HTTP, 1 client: %w", err)
+	}
+	conc, err := httpLoad(ctx, client, url, vpcClients, vpcRequests, vpcHTTPTime)
+	if err != nil {
+		return out, fmt.Errorf("HTTP, %d clients: %w", vpcClients, err)
+	}
+	out.metrics["http_rps"] = seq.perSecond()
+	out.metrics["http_conc_rps"] = conc.perSecond()
+	out.metrics["http_failed"] = float64(seq.failed + conc.failed)
+	out.detail = fmt.Sprintf("%d/%d echo replies; 1 client: %s; %d clients: %s", len(rtts), sent, seq, vpcClients, conc)
+	if s := proc.status(); s != "running" {
+		return out, fmt.Errorf("the VMM ended during the measurement (%s)", s)
+	}
+	return out, nil
+}
+
+// roundTrips sends count echo requests one at a time, gap apart, each
+// waiting up to timeout for its reply, and returns the round trip of
+// every request answered in time and how many were sent. A reply that
+// comes later is not counted.
+func (p *pinger) roundTrips(ctx context.Context, count int, gap, timeout time.Duration) ([]time.Duration, int, error) {
+	var rtts []time.Duration
+	sent := 0
+	for seq := 0; seq < count; seq++ {
+		if err := ctx.Err(); err != nil {
+			return rtts, sent, err
+		}
+		start := time.Now()
+		if err := p.send(uint16(seq)); err != nil {
+			return rtts, sent, err
+		}
+		sent++
+		_, last, err := p.receive(uint16(seq), start.Add(timeout))
+		if err != nil {
+			return rtts, sent, err
+		}
+		// receive returns as soon as this request's reply is in, so
+		// last is its arrival; without it, last belongs to a late
+		// reply to an earlier request.
+		if p.seen[uint16(seq)] {
+			rtts = append(rtts, last.Sub(start))
+		}
+		if err := sleepCtx(ctx, gap); err != nil {
+			return rtts, sent, err
+		}
+	}
+	return rtts, sent, nil
+}
+
+// percentile is the q-th percentile (nearest rank) of d; d is sorted in
+// place.
+func percentile(d []time.Duration, q int) time.Duration {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	rank := (q*len(d) + 99) / 100 // ceil(q/100 · n), from 1
+	if rank < 1 {
+		rank = 1
+	}
+	return d[rank-1]
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// httpStats is the outcome of one HTTP measurement.
+type httpStats struct {
+	ok, failed int
+	elapsed    time.Duration // first request until the last answer
+	firstError string
+}
+
+func (s httpStats) perSecond() float64 {
+	if s.elapsed <= 0 {
+		return 0
+	}
+	return float64(s.ok) / s.elapsed.Seconds()
+}
+
+func (s httpStats) String() string {
+	t := fmt.Sprintf("%d ok, %d failed in %.2f s", s.ok, s.failed, s.elapsed.Seconds())
+	if s.firstError != "" {
+		t += " (first failure: " + s.firstError + ")"
+	}
+	return t
+}
+
+// httpLoad has clients goroutines GET url one request after the other
+// until total requests have been made between them or limit has passed.
+// A request counts as ok when it gets status 200 and the guest's page.
+// It fails only when ctx ends or nothing at all succeeded.
+func httpLoad(ctx context.Context, client *http.Client, url string, clients, total int, limit time.Duration) (httpStats, error) {
+	var (
+		next   atomic.Int64
+		mu     sync.Mutex
+		st     httpStats
+		wg     sync.WaitGroup
+		start  = time.Now()
+		end    = start.Add(limit)
+		lastAt time.Time
+	)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(total) && time.Now().Before(end) && ctx.Err() == nil {
+				err := getPage(ctx, client, url)
+				mu.Lock()
+				if err == nil {
+					st.ok++
+					lastAt = time.Now()
+				} else {
+					st.failed++
+					if st.firstError == "" {
+						st.firstError = oneLine(err.Error(), 200)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return st, err
+	}
+	if st.ok == 0 {
+		return st, fmt.Errorf("no request succeeded (%s)", st)
+	}
+	st.elapsed = lastAt.Sub(start)
+	return st, nil
+}
+
+// getPage fetches url and checks that it is the test guest's page.
+func getPage(ctx context.Context, client *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "gureum-testguest") {
+		return fmt.Errorf("status %d, body %q", resp.StatusCode, oneLine(string(body), 80))
+	}
+	return nil
+}
