@@ -22,12 +22,21 @@ type Vpc struct {
 	// names none.
 	DefaultSecurityGroupID string `json:"default_security_group_id"`
 	Tags                   []Tag  `json:"tags,omitempty"`
+	// Uplink says the VPC has a way out to the host's network (see
+	// CreateVpcRequest.Uplink).
+	Uplink bool `json:"uplink,omitempty"`
 }
 
 // CreateVpcRequest is the body of POST /v1/vpcs.
 type CreateVpcRequest struct {
 	CidrBlock string `json:"cidr_block"`
 	Tags      []Tag  `json:"tags,omitempty"`
+	// Uplink asks for a veth pair from the VPC to the host with
+	// masquerade on both sides, so that instances can open connections
+	// to wherever the host can reach (nothing outside can open one to
+	// them). Off by default: a VPC is closed. docs/networking.md,
+	// "Uplink".
+	Uplink bool `json:"uplink,omitempty"`
 }
 
 // DescribeVpcsResponse answers GET /v1/vpcs.

@@ -16,9 +16,9 @@ func newVPCCommand() *cobra.Command {
 	f := addAPIFlags(cmd)
 	table := func(vs []api.Vpc) func(w *tabwriter.Writer) {
 		return func(w *tabwriter.Writer) {
-			row(w, "ID", "CIDR", "DEFAULT", "DEFAULT GROUP", "OWNER")
+			row(w, "ID", "CIDR", "DEFAULT", "DEFAULT GROUP", "UPLINK", "OWNER")
 			for _, v := range vs {
-				row(w, v.VpcID, v.CidrBlock, v.IsDefault, v.DefaultSecurityGroupID, v.OwnerID)
+				row(w, v.VpcID, v.CidrBlock, v.IsDefault, v.DefaultSecurityGroupID, v.Uplink, v.OwnerID)
 			}
 		}
 	}
@@ -26,7 +26,7 @@ func newVPCCommand() *cobra.Command {
 	var tags []string
 	create := &cobra.Command{
 		Use: "create", Short: "create a VPC with its default security group", Args: cobra.NoArgs,
-		Example: "  gureum vpc create --cidr 10.1.0.0/16",
+		Example: "  gureum vpc create --cidr 10.1.0.0/16\n  gureum vpc create --cidr 10.2.0.0/16 --uplink",
 		RunE: func(c *cobra.Command, args []string) error {
 			req.Tags = parseTags(tags)
 			v, err := f.client().CreateVpc(c.Context(), req)
@@ -38,6 +38,7 @@ func newVPCCommand() *cobra.Command {
 	}
 	create.Flags().StringVar(&req.CidrBlock, "cidr", "", "the VPC's IPv4 range, /16 to /28")
 	create.Flags().StringSliceVar(&tags, "tag", nil, "tags as key=value (repeatable)")
+	create.Flags().BoolVar(&req.Uplink, "uplink", false, "give the VPC a way out through the host (veth with masquerade; turns on the host's IPv4 forwarding)")
 	ls := &cobra.Command{
 		Use: "ls", Aliases: []string{"list"}, Short: "list VPCs", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {

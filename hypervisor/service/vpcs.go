@@ -99,6 +99,13 @@ func parseCIDR(what, s string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// withUplink fills in whether the VPC has an uplink, which the kernel
+// knows (the host end of its veth exists) and the record does not.
+func withUplink(v api.Vpc) api.Vpc {
+	v.Uplink = vpc.HasUplink(v.VpcID)
+	return v
+}
+
 // Vpcs lists the VPCs caller may use, sorted by id.
 func (s *Service) Vpcs(caller Caller) ([]api.Vpc, error) {
 	if err := s.networkOn(); err != nil {
@@ -112,7 +119,7 @@ func (s *Service) Vpcs(caller Caller) ([]api.Vpc, error) {
 		}
 		for i := range all {
 			if all[i].Owner == caller.AccountID || all[i].IsDefault {
-				out = append(out, all[i].toAPI())
+				out = append(out, withUplink(all[i].toAPI()))
 			}
 		}
 		return nil
@@ -129,15 +136,16 @@ func (s *Service) Vpc(caller Caller, id string) (api.Vpc, error) {
 	err := s.store.View(func(tx store.Tx) error {
 		r, err := visibleVPC(tx, caller, id)
 		if err == nil {
-			out = r.toAPI()
+			out = withUplink(r.toAPI())
 		}
 		return err
 	})
 	return out, err
 }
 
-// CreateVpc makes a VPC with its default security group. A bad CIDR is
-// InvalidParameterValue and changes nothing.
+// CreateVpc makes a VPC with its default security group, and its uplink
+// if asked (req.Uplink). A bad CIDR is InvalidParameterValue and changes
+// nothing; so does an uplink that cannot be made.
 func (s *Service) CreateVpc(caller Caller, req api.CreateVpcRequest) (api.Vpc, error) {
 	if err := s.networkOn(); err != nil {
 		return api.Vpc{}, err
@@ -148,17 +156,24 @@ func (s *Service) CreateVpc(caller Caller, req api.CreateVpcRequest) (api.Vpc, e
 	}
 	s.net.mu.Lock()
 	defer s.net.mu.Unlock()
-	r, err := s.createVPCLocked(caller.AccountID, req.CidrBlock, false, tags)
+	r, err := s.createVPCWithLocked(caller.AccountID, req.CidrBlock, false, tags, req.Uplink)
 	if err != nil {
 		return api.Vpc{}, err
 	}
-	s.log.Info("VPC created", "vpc", r.ID, "cidr", r.CIDR, "owner", r.Owner)
-	return r.toAPI(), nil
+	s.log.Info("VPC created", "vpc", r.ID, "cidr", r.CIDR, "owner", r.Owner, "uplink", req.Uplink)
+	return withUplink(r.toAPI()), nil
 }
 
-// createVPCLocked makes a VPC: address plan, namespace with its default
-// group and servers, then the records. Callers hold net.mu.
+// createVPCLocked makes a VPC without an uplink (see createVPCWithLocked).
+// Callers hold net.mu.
 func (s *Service) createVPCLocked(owner, cidr string, isDefault bool, tags []api.Tag) (*vpcRecord, error) {
+	return s.createVPCWithLocked(owner, cidr, isDefault, tags, false)
+}
+
+// createVPCWithLocked makes a VPC: address plan, namespace with its
+// default group, servers and (if uplink) its uplink, then the records.
+// Callers hold net.mu.
+func (s *Service) createVPCWithLocked(owner, cidr string, isDefault bool, tags []api.Tag, uplink bool) (*vpcRecord, error) {
 	p, err := parseCIDR("cidrBlock", cidr)
 	if err != nil {
 		return nil, err
@@ -183,6 +198,9 @@ func (s *Service) createVPCLocked(owner, cidr string, isDefault bool, tags []api
 	}
 	if err == nil {
 		err = s.startServers(rt)
+	}
+	if err == nil && uplink {
+		_, err = v.AddUplink()
 	}
 	if err == nil {
 		err = s.store.Update(func(tx store.Tx) error {
