@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +12,6 @@ import (
 	"gureum/hypervisor/credits"
 	"gureum/hypervisor/instancetype"
 	"gureum/hypervisor/lifecycle"
-	vmmapi "gureum/vmm/api"
 	"gureum/vmm/vmmtest"
 )
 
@@ -146,16 +146,21 @@ func (b *burningT3) shares(t *testing.T, d time.Duration, wantHeld bool, heldMil
 	return out
 }
 
+// guestBurnSeconds is how long the test guest spins both vCPUs after each
+// boot (burn=0,1:S without selftest) before it idles in hlt and stays up.
+// It covers the held phase below (one tick, 0.2 s, 6 s of ticks) with a
+// few seconds to spare for a slow machine.
+const guestBurnSeconds = 9
+
 // TestE2ECreditsHoldAtBaselineAndRefill: a t3.micro in standard mode has
 // no credits at launch (T3 gets no launch credits). Its guest spins both
 // vCPUs; within one tick the instance is held at its baseline, and over
 // the following seconds each vCPU is measured busy 10% ± 5 points of the
-// time. Then the guest stops running (the test pauses the VM: the test
-// guest cannot stop a burn and stay up, and a paused vCPU, like one in
-// hlt, uses no CPU); from the next tick on the balance grows, and ten
-// idle minutes on the injected clock bank two credits and lift the hold.
-// Resumed with credits in the bank, the guest runs above its baseline.
-// About 11 s.
+// time. Then the guest's burn ends and it idles in hlt, as an idle server
+// does; from the next tick on the balance grows, and ten idle minutes on
+// the injected clock bank two credits and lift the hold. A reboot makes
+// the guest burn again: with credits in the bank it runs above its
+// baseline. About 15 s.
 func TestE2ECreditsHoldAtBaselineAndRefill(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	clock := &fakeClock{t: t0}
@@ -172,7 +177,7 @@ func TestE2ECreditsHoldAtBaselineAndRefill(t *testing.T) {
 	heldMilli := int(p.BaselineCPUs() * 1000)
 
 	res, err := s.RunInstances(context.Background(), Admin, api.RunInstancesRequest{
-		Image: testImage(t, "selftest burn=0,1:600"), InstanceType: "t3.micro", CreditMode: api.CreditsStandard})
+		Image: testImage(t, fmt.Sprintf("burn=0,1:%d", guestBurnSeconds)), InstanceType: "t3.micro", CreditMode: api.CreditsStandard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,15 +207,20 @@ func TestE2ECreditsHoldAtBaselineAndRefill(t *testing.T) {
 		t.Errorf("balance %.4f after burning at baseline, want about zero", c.Balance)
 	}
 
-	// Idle: the VMM stops running the vCPUs.
-	vmm, err := s.sup.Get(b.id)
-	if err != nil {
-		t.Fatal(err)
+	// Idle: the burn ends and the guest's vCPUs sleep in hlt, which costs
+	// the host no CPU time (KVM parks a halted vCPU's thread until an
+	// interrupt). Until then, ticks keep the account current; the first
+	// tick after the burn's end may still cover some of it.
+	for n := 0; !strings.Contains(consoleText(t, s, b.id), "burn: ok"); n++ {
+		if n > 2*(guestBurnSeconds+30) {
+			t.Fatalf("the guest's burn never ended; console:\n%s", consoleText(t, s, b.id))
+		}
+		time.Sleep(creditTick)
+		b.tick(0)
 	}
-	client := vmmapi.NewClient(vmm.APISock)
-	if err := client.Action(context.Background(), vmmapi.ActionRequest{Action: "pause"}); err != nil {
-		t.Fatal(err)
-	}
+	time.Sleep(creditTick)
+	b.tick(0)
+	c, _ = b.state(t)
 	last := c.Balance
 	for i := 0; i < 3; i++ {
 		time.Sleep(creditTick)
@@ -232,9 +242,16 @@ func TestE2ECreditsHoldAtBaselineAndRefill(t *testing.T) {
 		t.Errorf("idle with balance %.4f: throttled %v, cpu %d milli, want the hold lifted", c.Balance, c.Throttled, milli)
 	}
 
-	// With credits in the bank the guest may burst again.
-	if err := client.Action(context.Background(), vmmapi.ActionRequest{Action: "resume"}); err != nil {
+	// With credits in the bank the guest may burst again: a reboot (the
+	// guest is reset in place, in the same VMM) starts a new burn.
+	if _, err := s.Reboot(Admin, b.id); err != nil {
 		t.Fatal(err)
+	}
+	for n := 0; strings.Count(consoleText(t, s, b.id), "gureum-testguest: ready") < 2; n++ {
+		if n > 1500 {
+			t.Fatalf("no second boot after the reboot; console:\n%s", consoleText(t, s, b.id))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	free := b.shares(t, 2*time.Second, false, 0)
 	t.Logf("bursting: vCPUs busy %.1f%% on average (each: %.1f)", meanShare(free), free)
@@ -248,6 +265,16 @@ func TestE2ECreditsHoldAtBaselineAndRefill(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, s, b.id, lifecycle.Terminated)
+}
+
+// consoleText is the instance's console output so far.
+func consoleText(t *testing.T, s *Service, id string) string {
+	t.Helper()
+	out, err := s.ConsoleOutput(Admin, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Output
 }
 
 // meanShare is the mean of per-vCPU busy shares.

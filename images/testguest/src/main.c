@@ -1,6 +1,6 @@
 /*
- * main.c - start-up, the command line, and the three modes: self tests,
- * serving, and idling.
+ * main.c - start-up, the command line, and the modes: self tests,
+ * serving, and idling (after a burn, when burn= is given alone).
  *
  * Start-up order matters: console first (to report errors), then the IDT
  * (so a fault prints instead of resetting the VM), ACPI (vCPU count,
@@ -160,14 +160,10 @@ static void parse_cmdline(void)
 
 static void burn_work(uint64_t ticks) { burn_tsc(ticks); }
 
-/* burn_selftest spins the listed vCPUs for burn_s seconds while the others
- * sleep in hlt. */
-static enum result burn_selftest(void)
+/* burn_run spins the listed vCPUs for burn_s seconds of TSC time while the
+ * others sleep in hlt, and reports on a line starting with `what`. */
+static enum result burn_run(const char *what)
 {
-	if (!config.burn_given) {
-		kprintf("selftest burn: skip no burn= given\n");
-		return RESULT_SKIP;
-	}
 	int bsp = cpu_index_of_apic(bsp_apic_id);
 	char cpus[64];
 	size_t n = 0;
@@ -176,7 +172,7 @@ static enum result burn_selftest(void)
 		if (!(config.burn_cpus & (1u << i)))
 			continue;
 		if (i >= (int)acpi.cpu_count) {
-			kprintf("selftest burn: fail vCPU %d does not exist (%u vCPUs)\n", i, acpi.cpu_count);
+			kprintf("%s: fail vCPU %d does not exist (%u vCPUs)\n", what, i, acpi.cpu_count);
 			return RESULT_FAIL;
 		}
 		n += (size_t)ksnprintf(cpus + n, sizeof cpus - n, n ? ",%d" : "%d", i);
@@ -198,9 +194,18 @@ static enum result burn_selftest(void)
 		wait_for_interrupt_until(rdtsc() + ms_to_tsc(1000));
 	}
 	(void)take_pending(VEC_DONE);
-	kprintf("selftest burn: ok cpus=%s seconds=%lu elapsed_ms=%lu\n", cpus, config.burn_s,
+	kprintf("%s: ok cpus=%s seconds=%lu elapsed_ms=%lu\n", what, cpus, config.burn_s,
 		tsc_to_ms(rdtsc() - start));
 	return RESULT_OK;
+}
+
+static enum result burn_selftest(void)
+{
+	if (!config.burn_given) {
+		kprintf("selftest burn: skip no burn= given\n");
+		return RESULT_SKIP;
+	}
+	return burn_run("selftest burn");
 }
 
 static void run_selftests(void)
@@ -255,6 +260,11 @@ void main(uint32_t start_info)
 		run_selftests();
 	if (config.serve)
 		net_serve_forever();
+	/* burn= without selftest: burn once, then idle like the default mode
+	 * (a host sees a busy guest turn into an idle one that stays up; a
+	 * reboot burns again). */
+	if (config.burn_given)
+		(void)burn_run("burn");
 	for (;;) {
 		cli();
 		wait_for_interrupt_until(0);
