@@ -49,6 +49,7 @@ type options struct {
 	blkMiB   int
 	pings    int
 	pingTime time.Duration
+	pingGap  time.Duration // between the vpc part's latency pings
 }
 
 func main() {
@@ -68,6 +69,7 @@ func run() int {
 	flag.IntVar(&o.blkMiB, "blk-mib", 128, "MiB the guest's block self test writes and reads back")
 	flag.IntVar(&o.pings, "pings", 2000, "ICMP echo requests per network run")
 	flag.DurationVar(&o.pingTime, "ping-time", 60*time.Second, "upper bound on one echo flood")
+	flag.DurationVar(&o.pingGap, "ping-gap", 2*time.Millisecond, "pause between the vpc part's latency pings (0: back to back, the guest never idles)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", flag.Arg(0))
@@ -86,6 +88,10 @@ func run() int {
 	// Warm-up requests use sequence numbers from 60000 on.
 	if o.pings < 1 || o.pings > 50000 {
 		fmt.Fprintln(os.Stderr, "bench: -pings must be between 1 and 50000")
+		return 2
+	}
+	if o.pingGap < 0 || o.pingGap > time.Second {
+		fmt.Fprintln(os.Stderr, "bench: -ping-gap must be between 0 and 1s")
 		return 2
 	}
 	if o.blkMiB < 1 || o.blkMiB > blkImageSize>>20 {

@@ -18,9 +18,10 @@ import (
 // path: from a client namespace on a VPC's bridge (vpcnet.go) to the test
 // guest in serve mode on a tap of that bridge,
 //
-//   - ping latency: vpcPings echo requests one at a time, vpcPingGap
-//     apart (so the guest is idle, as between a real client's requests,
-//     and the VMM must wake it), median and 99th percentile round trip;
+//   - ping latency: vpcPings echo requests one at a time, -ping-gap
+//     apart (default 2 ms: the guest is idle, as between a real client's
+//     requests, and the VMM must wake it), median and 99th percentile
+//     round trip;
 //   - HTTP requests per second: GET / from a Go HTTP client dialing inside
 //     the client namespace, one request per connection (the guest speaks
 //     HTTP/1.0), first by one client in sequence, then by vpcClients
@@ -32,7 +33,6 @@ import (
 // Settings of the vpc part.
 const (
 	vpcPings       = 1000
-	vpcPingGap     = 2 * time.Millisecond
 	vpcPingTimeout = time.Second // a request without a reply by then is lost
 	vpcRequests    = 2000        // per HTTP measurement
 	vpcHTTPTime    = 20 * time.Second
@@ -87,7 +87,7 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 		return out, fmt.Errorf("%w; last output: %q", err, proc.out.tail(400))
 	}
 
-	rtts, sent, err := pg.roundTrips(ctx, vpcPings, vpcPingGap, vpcPingTimeout)
+	rtts, sent, err := pg.roundTrips(ctx, vpcPings, c.o.pingGap, vpcPingTimeout)
 	if err != nil {
 		return out, err
 	}
@@ -112,7 +112,7 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 	out.metrics["http_rps"] = seq.perSecond()
 	out.metrics["http_conc_rps"] = conc.perSecond()
 	out.metrics["http_failed"] = float64(seq.failed + conc.failed)
-	out.detail = fmt.Sprintf("%d/%d echo replies; 1 client: %s; %d clients: %s", len(rtts), sent, seq, vpcClients, conc)
+	out.detail = fmt.Sprintf("%d/%d echo replies %v apart; 1 client: %s; %d clients: %s", len(rtts), sent, c.o.pingGap, seq, vpcClients, conc)
 	if s := proc.status(); s != "running" {
 		return out, fmt.Errorf("the VMM ended during the measurement (%s)", s)
 	}
