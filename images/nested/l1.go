@@ -16,7 +16,7 @@ import (
 
 // L1Config says what goes into the L1 initramfs.
 type L1Config struct {
-	// Kernel is L1's kernel; its kvm_amd and tun modules (and their
+	// Kernel is L1's kernel; the modules of l1Modules (and their
 	// dependencies) are loaded by /init.
 	Kernel Kernel
 	// Busybox is a static busybox: L1's shell and tools (ip, mount, ...).
@@ -33,8 +33,10 @@ type L1Config struct {
 }
 
 // l1Modules: kvm_amd gives /dev/kvm on the emulated SVM CPU; tun gives the
-// tap devices the tests attach L2's virtio-net to.
-var l1Modules = []string{"kvm_amd", "tun"}
+// tap devices the tests attach L2's virtio-net to; bridge and br_netfilter
+// are what network/vpc builds a VPC with (its bridge, and bridge netfilter,
+// which it turns on in every VPC namespace for the security groups).
+var l1Modules = []string{"kvm_amd", "tun", "bridge", "br_netfilter"}
 
 // Marker lines L1's /init writes to its serial console. The host side
 // reads the test output between TestsBegin and TestsEnd.

@@ -4,7 +4,10 @@
 // the root file system on virtio-blk, eth0 on virtio-net, its web server
 // reached from the host side of the tap, what it writes found in the disk
 // image afterwards, and the guest's poweroff and reboot and the VMM's
-// shutdown action checked to end the VMM the documented ways.
+// shutdown action checked to end the VMM the documented ways. One guest
+// also boots inside a VPC (network/vpc) and takes its address from the
+// VPC's DHCP server and its instance-id and user-data from the metadata
+// service with an IMDSv2 token.
 //
 // A stock kernel needs hardware-style KVM (VT-x or AMD-V). On a machine
 // that has it, `go test ./vmm/linuxtest` runs the tests directly and takes
