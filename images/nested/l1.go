@@ -35,8 +35,14 @@ type L1Config struct {
 // l1Modules: kvm_amd gives /dev/kvm on the emulated SVM CPU; tun gives the
 // tap devices the tests attach L2's virtio-net to; bridge and br_netfilter
 // are what network/vpc builds a VPC with (its bridge, and bridge netfilter,
-// which it turns on in every VPC namespace for the security groups).
-var l1Modules = []string{"kvm_amd", "tun", "bridge", "br_netfilter"}
+// which it turns on in every VPC namespace for the security groups);
+// xfrm_user and nfnetlink because the netlink library opens a socket of
+// every netlink family it supports (route, xfrm, netfilter) for each
+// handle, and fails with "protocol not supported" if one is missing;
+// nf_tables because deleting a VPC asks nftables in the root namespace
+// for the VPC's uplink rules, and without nf_tables that request is never
+// answered.
+var l1Modules = []string{"kvm_amd", "tun", "bridge", "br_netfilter", "xfrm_user", "nfnetlink", "nf_tables"}
 
 // Marker lines L1's /init writes to its serial console. The host side
 // reads the test output between TestsBegin and TestsEnd.
