@@ -62,7 +62,7 @@ func startDaemon(ctx context.Context, binDir, scratch, logPath string, memMiB in
 		"--data-dir", dir, "--socket", sock, "--vmm", filepath.Join(binDir, "gureum-vmm"),
 		"--cgroup", d.cgroup, "--cgroup-nested", "--default-image", "none",
 		"--max-guest-memory", strconv.Itoa(memMiB), "--max-guest-vcpus", "1",
-		"--cpu-overcommit", "100", "--memory-overcommit", "100", "--log-level", "warn")
+		"--cpu-overcommit", "100", "--memory-overcommit", "100", "--log-level", "info")
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	// Its own session: a Ctrl-C on the harness's terminal reaches only
 	// the harness, which then stops the daemon by PID.

@@ -60,7 +60,7 @@ type benchVPC struct {
 // removed again.
 func createBenchVPC(peers []peer) (*benchVPC, error) {
 	b := &benchVPC{client: fmt.Sprintf("gureum-bench-client-%d", os.Getpid()), clientNS: -1, homeNS: -1}
-	v, err := vpc.Create(fmt.Sprintf("vpc-bench%d", os.Getpid()))
+	v, err := vpc.Create(fmt.Sprintf("vpc-bench%d", os.Getpid()), "")
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ type testVPC struct {
 func newTestVPC(t *testing.T, n int, cidr, subnet string) *testVPC {
 	t.Helper()
 	id := fmt.Sprintf("vpc-e2e%d-%d", os.Getpid(), n)
-	v, err := vpc.Create(id)
+	v, err := vpc.Create(id, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,30 +108,13 @@ func TestE2EDaemonKillAndRestart(t *testing.T) {
 	vmmtest.RequireRoot(t)
 	dir := t.TempDir()
 	d := &daemonProc{t: t, dir: dir, sock: filepath.Join(dir, "gureum.sock"), cg: fmt.Sprintf("gureum-daemon-test-%d", os.Getpid())}
+	vmmtest.CleanupCgroups(t, d.cg)
 	d.start()
 	t.Cleanup(func() {
 		if d.cmd.ProcessState == nil {
 			d.kill9()
 		}
-		// Whatever a failed test left: kill the VMMs in the test's cgroups.
-		for _, ctl := range []string{"cpu", "memory"} {
-			matches, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctl, "*", d.cg))
-			matches2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctl, d.cg))
-			for _, parent := range append(matches, matches2...) {
-				subs, _ := filepath.Glob(filepath.Join(parent, "i-*"))
-				for _, sub := range subs {
-					b, _ := os.ReadFile(filepath.Join(sub, "cgroup.procs"))
-					for _, p := range strings.Fields(string(b)) {
-						pid, _ := strconv.Atoi(p)
-						t.Logf("cleanup: killing leftover process %d", pid)
-						syscall.Kill(pid, syscall.SIGKILL)
-					}
-					time.Sleep(50 * time.Millisecond)
-					os.Remove(sub)
-				}
-				os.Remove(parent)
-			}
-		}
+		// CleanupCgroups (above) kills VMMs a failed test left.
 	})
 	ctx := context.Background()
 	img := &api.ImageSpec{Kernel: vmmtest.Bin(t, "testguest.elf")}

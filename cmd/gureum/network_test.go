@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,6 +46,7 @@ func TestE2EDaemonNetworking(t *testing.T) {
 	}
 	dir := t.TempDir()
 	d := &daemonProc{t: t, dir: dir, sock: dir + "/gureum.sock", cg: fmt.Sprintf("gureum-net-test-%d", os.Getpid())}
+	vmmtest.CleanupCgroups(t, d.cg)
 	var vpcIDs []string
 	var clientNS []string
 	t.Cleanup(func() {
@@ -55,14 +55,6 @@ func TestE2EDaemonNetworking(t *testing.T) {
 		}
 		for _, ns := range clientNS {
 			namespace.Delete(ns)
-		}
-		// The daemon's parent cgroups (empty once the VMMs are gone).
-		for _, ctl := range []string{"cpu", "memory", ""} {
-			groups, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctl, d.cg, "i-*"))
-			for _, g := range groups {
-				os.Remove(g)
-			}
-			os.Remove(filepath.Join("/sys/fs/cgroup", ctl, d.cg))
 		}
 		for _, id := range vpcIDs {
 			if namespace.Exists(vpc.NamespaceName(id)) {
@@ -85,6 +77,23 @@ func TestE2EDaemonNetworking(t *testing.T) {
 	subs, err := c.Subnets(ctx, def.VpcID)
 	if err != nil || len(subs) != 2 || subs[0].AvailabilityZone == subs[1].AvailabilityZone {
 		t.Fatalf("default subnets: %v %+v", err, subs)
+	}
+
+	// A second daemon on the host (another data directory) leaves this
+	// one's VPCs alone when it starts and when it stops.
+	second := &daemonProc{t: t, dir: t.TempDir(), cg: d.cg + "-second"}
+	second.sock = second.dir + "/gureum.sock"
+	vmmtest.CleanupCgroups(t, second.cg)
+	second.start()
+	if v, err := second.c.Vpcs(ctx); err != nil || len(v) != 1 || v[0].VpcID == def.VpcID {
+		t.Errorf("second daemon's VPCs: %v %+v", err, v)
+	} else {
+		vpcIDs = append(vpcIDs, v[0].VpcID)
+	}
+	second.cmd.Process.Signal(syscall.SIGTERM)
+	second.cmd.Wait()
+	if !namespace.Exists(vpc.NamespaceName(def.VpcID)) {
+		t.Fatal("a second daemon removed the first one's default VPC")
 	}
 
 	// Bad requests get their codes and change nothing.
@@ -304,7 +313,27 @@ func TestE2EDaemonNetworking(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d.wait(ids, "terminated")
+	for _, in := range d.wait(ids, "terminated") {
+		if in.PrivateIP != "" || in.MACAddress != "" {
+			t.Errorf("terminated %s still shows an interface: %s %s", in.InstanceID, in.PrivateIP, in.MACAddress)
+		}
+	}
+
+	// A new instance may take a terminated one's address; the records of
+	// the terminated ones must not claim it back at the next start.
+	again := run("", api.RunInstancesRequest{PrivateIP: g2.PrivateIP})
+	d.wait([]string{again.InstanceID}, "running")
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	d.start()
+	if in := d.wait([]string{again.InstanceID}, "running"); in[0].PrivateIP != g2.PrivateIP {
+		t.Errorf("after a clean restart: %+v", in[0])
+	}
+	if _, err := c.TerminateInstance(ctx, again.InstanceID, api.StopRequest{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	d.wait([]string{again.InstanceID}, "terminated")
+
 	for _, g := range []string{web.GroupID, clients.GroupID, others.GroupID} {
 		if err := c.DeleteSecurityGroup(ctx, g); err != nil {
 			t.Error(err)

@@ -51,6 +51,7 @@ func startTenantDaemon(t *testing.T) *tenantDaemon {
 	vmmtest.RequireKVM(t)
 	vmmtest.RequireRoot(t)
 	d := &tenantDaemon{dir: t.TempDir()}
+	vmmtest.CleanupCgroups(t, fmt.Sprintf("gureum-tenant-test-%d", os.Getpid()))
 	d.serve(t)
 	t.Cleanup(func() {
 		// Terminate what every account left, so no VMM outlives the test.

@@ -70,6 +70,7 @@ func startDaemon(t *testing.T) *testDaemon {
 	vmmtest.RequireKVM(t)
 	vmmtest.RequireRoot(t)
 	dir := t.TempDir()
+	vmmtest.CleanupCgroups(t, fmt.Sprintf("gureum-api-test-%d", os.Getpid()))
 	svc, err := service.Open(service.Config{
 		DataDir: dir, VMM: vmmtest.Bin(t, "gureum-vmm"),
 		Host:              instancetype.Host{VCPUs: 2, MemoryGiB: 4, CPUOvercommit: 40, MemoryOvercommit: 100},

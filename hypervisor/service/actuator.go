@@ -127,10 +127,13 @@ func (a *actuator) StartVMM(ctx context.Context, id string) error {
 	if err != nil {
 		return lifecycle.Permanent(err)
 	}
+	t0 := time.Now()
 	if err := s.plugInstance(r); err != nil {
 		return fmt.Errorf("network of %s: %w", id, err)
 	}
+	t1 := time.Now()
 	info, err := s.sup.Start(ctx, sp)
+	t2 := time.Now()
 	if err != nil {
 		if errors.Is(err, supervisor.ErrClosed) || errors.Is(err, supervisor.ErrExists) || ctx.Err() != nil {
 			return err // the daemon is going away, or an old VMM is still being cleaned up
@@ -148,7 +151,8 @@ func (a *actuator) StartVMM(ctx context.Context, id string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.log.Info("VMM started", "instance", id, "pid", info.PID)
+	s.log.Info("VMM started", "instance", id, "pid", info.PID,
+		"network", t1.Sub(t0), "start", t2.Sub(t1), "vcpus", time.Since(t2))
 	now := s.now()
 	return s.store.Update(func(tx store.Tx) error {
 		r, err := getInstance(tx, id)

@@ -22,9 +22,12 @@ package service
 // inside it (never the other way round).
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -87,6 +90,10 @@ type vpcRecord struct {
 	IsDefault    bool      `json:"is_default,omitempty"`
 	DefaultGroup string    `json:"default_group"`
 	Tags         []api.Tag `json:"tags,omitempty"`
+	// Uplink records that the VPC was made with an uplink, so that a
+	// start after a clean shutdown (which removes namespaces) or a reboot
+	// makes it again.
+	Uplink bool `json:"uplink,omitempty"`
 }
 
 // subnetRecord is a subnet as the daemon records it.
@@ -163,6 +170,7 @@ type networking struct {
 	zones []string
 	plan  *ipam.IPAM
 	lease time.Duration
+	owner string // this daemon as the owner of its VPC namespaces (vpc.Create)
 
 	mu   sync.Mutex // orders network changes; guards vpcs
 	vpcs map[string]*vpcRuntime
@@ -275,9 +283,21 @@ func loadNetworkState(tx store.Tx) (*networkState, error) {
 		return nil, err
 	}
 	for i := range insts {
-		if n := insts[i].Network; n != nil {
-			ns.instances[n.InterfaceID] = &insts[i]
+		n := insts[i].Network
+		if n == nil {
+			continue
 		}
+		// A terminated instance gave its interface back (tap, firewall
+		// port, address, which a later instance may hold now); its record
+		// stays for describe only.
+		st, err := lifecycle.Get(tx, insts[i].ID)
+		if err != nil {
+			return nil, err
+		}
+		if st.State == lifecycle.Terminated {
+			continue
+		}
+		ns.instances[n.InterfaceID] = &insts[i]
 	}
 	return ns, nil
 }
@@ -310,7 +330,11 @@ func (s *Service) openNetwork() error {
 	if err != nil {
 		return fmt.Errorf("service: %w", err)
 	}
-	n := &networking{zones: s.zones(), plan: plan, lease: s.cfg.Network.LeaseTime, vpcs: map[string]*vpcRuntime{}}
+	owner, err := vpcOwner(s.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	n := &networking{zones: s.zones(), plan: plan, lease: s.cfg.Network.LeaseTime, owner: owner, vpcs: map[string]*vpcRuntime{}}
 	s.net = n
 	var st *networkState
 	if err := s.store.View(func(tx store.Tx) (err error) { st, err = loadNetworkState(tx); return err }); err != nil {
@@ -319,11 +343,11 @@ func (s *Service) openNetwork() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s.dropUnownedPlan(st)
-	// Namespaces of VPCs no record owns: made by a create the daemon did
-	// not finish recording, or left by a delete cut short. Names not of
-	// the daemon's id shape belong to someone else (tests of the network
-	// packages) and are left alone.
-	removed, err := vpc.RemoveOrphans(func(id string) bool {
+	// Namespaces of this daemon's VPCs that no record owns: made by a
+	// create the daemon did not finish recording, or left by a delete cut
+	// short. Other daemons' VPCs (another data directory) and others'
+	// namespaces (tests, benchmarks) are left alone.
+	removed, err := vpc.RemoveOrphans(n.owner, func(id string) bool {
 		return !validNetworkID("vpc", id) || slices.ContainsFunc(st.vpcs, func(r vpcRecord) bool { return r.ID == id })
 	})
 	for _, id := range removed {
@@ -383,7 +407,12 @@ func (s *Service) dropUnownedPlan(st *networkState) {
 func (s *Service) startVPC(r vpcRecord, st *networkState) error {
 	v, err := vpc.Open(r.ID)
 	if network.CodeOf(err) == network.CodeVPCNotFound {
-		v, err = vpc.Create(r.ID)
+		v, err = vpc.Create(r.ID, s.net.owner)
+	} else if err == nil {
+		// Made by an older version without an owner, or by this daemon.
+		if o, oerr := v.Owner(); oerr == nil && o == "" {
+			err = v.SetOwner(s.net.owner)
+		}
 	}
 	if err != nil {
 		return err
@@ -428,6 +457,15 @@ func (s *Service) startVPC(r vpcRecord, st *networkState) error {
 	}
 	if err := rt.fw.Apply(); err != nil {
 		return err
+	}
+	if r.Uplink {
+		if _, ok, err := v.Uplink(); err != nil {
+			return err
+		} else if !ok {
+			if _, err := v.AddUplink(); err != nil {
+				return err
+			}
+		}
 	}
 	if err := s.startServers(rt); err != nil {
 		return err
@@ -585,3 +623,15 @@ func (n *networking) runtime(id string) (*vpcRuntime, error) {
 // liveState reports whether an instance in state st may still use its
 // interface (everything but terminated).
 func liveState(st lifecycle.State) bool { return st != lifecycle.Terminated }
+
+// vpcOwner names this daemon as the owner of its VPC namespaces: a hash
+// of its data directory, which no other daemon on the host can share
+// while it runs (the state file is locked).
+func vpcOwner(dataDir string) (string, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return "daemon-" + hex.EncodeToString(sum[:8]), nil
+}

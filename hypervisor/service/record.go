@@ -142,7 +142,13 @@ func toAPI(r *instanceRecord, st *lifecycle.Status) api.Instance {
 	if r.Credits != nil {
 		in.Credits = r.Credits.API()
 	}
-	r.Network.describe(&in)
+	if st.State != lifecycle.Terminated {
+		r.Network.describe(&in)
+	} else if r.Network != nil {
+		// As in EC2, a terminated instance has no interface (its address
+		// may be another's now), but keeps its placement.
+		in.AvailabilityZone = r.Network.Zone
+	}
 	return in
 }
 

@@ -43,6 +43,7 @@ func openTest(t *testing.T, clock func() time.Time) *Service {
 	vmmtest.RequireKVM(t)
 	vmmtest.RequireRoot(t)
 	dir := t.TempDir()
+	vmmtest.CleanupCgroups(t, fmt.Sprintf("gureum-svc-test-%d", os.Getpid()))
 	cfg := Config{
 		DataDir: dir, VMM: vmmtest.Bin(t, "gureum-vmm"),
 		Host:              instancetype.Host{VCPUs: 2, MemoryGiB: 4, CPUOvercommit: 40, MemoryOvercommit: 100},

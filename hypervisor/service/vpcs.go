@@ -179,12 +179,12 @@ func (s *Service) createVPCWithLocked(owner, cidr string, isDefault bool, tags [
 		return nil, err
 	}
 	r := &vpcRecord{ID: newNetworkID("vpc"), Owner: owner, CIDR: p.String(), IsDefault: isDefault,
-		DefaultGroup: newNetworkID("sg"), Tags: tags}
+		DefaultGroup: newNetworkID("sg"), Tags: tags, Uplink: uplink}
 	if err := s.net.plan.AddVPC(ipam.VPC{ID: r.ID, CIDR: p}); err != nil {
 		return nil, netError(err)
 	}
 	undoPlan := func() { s.net.plan.RemoveVPC(r.ID) }
-	v, err := vpc.Create(r.ID)
+	v, err := vpc.Create(r.ID, s.net.owner)
 	if err != nil {
 		undoPlan()
 		return nil, netError(err)

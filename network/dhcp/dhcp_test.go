@@ -76,7 +76,7 @@ func TestReplyKnownAndUnknownMACs(t *testing.T) {
 func TestDHCPOnTheBridge(t *testing.T) {
 	vmmtest.RequireRoot(t)
 	id := fmt.Sprintf("vpc-dhcp%d", os.Getpid())
-	v, err := vpc.Create(id)
+	v, err := vpc.Create(id, "")
 	if err != nil {
 		t.Fatal(err)
 	}

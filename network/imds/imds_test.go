@@ -120,7 +120,7 @@ func TestMetadataPathsAndTokens(t *testing.T) {
 // into its bridge with instance A's address.
 func TestMetadataInVPC(t *testing.T) {
 	vmmtest.RequireRoot(t)
-	v, err := vpc.Create(fmt.Sprintf("vpc-imds%d", os.Getpid()))
+	v, err := vpc.Create(fmt.Sprintf("vpc-imds%d", os.Getpid()), "")
 	if err != nil {
 		t.Fatal(err)
 	}

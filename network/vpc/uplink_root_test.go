@@ -240,7 +240,7 @@ func TestUplinkOrphans(t *testing.T) {
 	if err := namespace.Delete(lost.Namespace()); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := RemoveOrphans(func(id string) bool { return id != orphan.ID() })
+	removed, err := RemoveOrphans(testOwner, func(id string) bool { return id != orphan.ID() })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,10 +94,18 @@ func checkID(id string) error {
 	return nil
 }
 
+// ownerAliasPrefix starts the alias of a VPC's bridge that names the
+// daemon owning the VPC (see Create and RemoveOrphans).
+const ownerAliasPrefix = "gureum-owner="
+
 // Create makes the namespace of VPC id with its bridge up and the metadata
-// address on it. It fails with InvalidParameterValue.AlreadyExists if the
+// address on it. owner, if not empty, names who made it (a daemon: a
+// string unique to it on the host); it is kept as the bridge's alias, and
+// RemoveOrphans removes only VPCs of the owner it is given, so that two
+// daemons (or a daemon and a benchmark) on one host leave each other's
+// VPCs alone. It fails with InvalidParameterValue.AlreadyExists if the
 // namespace exists. A failure part-way removes what was made.
-func Create(id string) (*VPC, error) {
+func Create(id, owner string) (*VPC, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -109,7 +117,7 @@ func Create(id string) (*VPC, error) {
 		return nil, fmt.Errorf("create VPC %s: %w", id, err)
 	}
 	v := &VPC{id: id}
-	if err := v.setUp(); err != nil {
+	if err := v.setUp(owner); err != nil {
 		namespace.Delete(name)
 		return nil, fmt.Errorf("create VPC %s: %w", id, err)
 	}
@@ -118,7 +126,7 @@ func Create(id string) (*VPC, error) {
 
 // setUp makes the bridge and turns on bridge netfilter (see secgroup: the
 // security groups' stateful rules see bridged IPv4 packets through it).
-func (v *VPC) setUp() error {
+func (v *VPC) setUp(owner string) error {
 	err := v.Do(func() error {
 		for _, f := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
 			if err := os.WriteFile("/proc/sys/net/bridge/"+f, []byte("1"), 0); err != nil {
@@ -138,6 +146,11 @@ func (v *VPC) setUp() error {
 		link, err := h.LinkByName(BridgeName)
 		if err != nil {
 			return fmt.Errorf("find bridge: %w", err)
+		}
+		if owner != "" {
+			if err := h.LinkSetAlias(link, ownerAliasPrefix+owner); err != nil {
+				return fmt.Errorf("bridge alias: %w", err)
+			}
 		}
 		meta := &netlink.Addr{IPNet: &net.IPNet{IP: MetadataAddr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
 		if err := h.AddrAdd(link, meta); err != nil {
@@ -214,12 +227,41 @@ func (v *VPC) destroy() error {
 	return nil
 }
 
-// RemoveOrphans deletes every VPC namespace whose ID owned does not
-// claim, taps, uplink and all, and returns the IDs it removed; it also
-// removes host-side uplink tables whose namespace is gone. The daemon
-// calls it at start with its own list of VPCs, after re-adopting running
-// VMMs.
-func RemoveOrphans(owned func(id string) bool) ([]string, error) {
+// Owner returns the owner the VPC was created with ("" if none).
+func (v *VPC) Owner() (string, error) {
+	var owner string
+	err := v.withHandle(func(h *netlink.Handle) error {
+		link, err := h.LinkByName(BridgeName)
+		if err != nil {
+			return fmt.Errorf("find bridge: %w", err)
+		}
+		owner, _ = strings.CutPrefix(link.Attrs().Alias, ownerAliasPrefix)
+		return nil
+	})
+	return owner, err
+}
+
+// SetOwner records owner as the VPC's owner (see Create), for a VPC made
+// without one.
+func (v *VPC) SetOwner(owner string) error {
+	return v.withHandle(func(h *netlink.Handle) error {
+		link, err := h.LinkByName(BridgeName)
+		if err != nil {
+			return fmt.Errorf("find bridge: %w", err)
+		}
+		return h.LinkSetAlias(link, ownerAliasPrefix+owner)
+	})
+}
+
+// RemoveOrphans deletes every VPC namespace of owner whose ID owned does
+// not claim, taps, uplink and all, and returns the IDs it removed; VPCs of
+// other owners, or without one, are left alone. It also removes host-side
+// uplink tables whose namespace is gone. The daemon calls it at start with
+// its own list of VPCs, after re-adopting running VMMs.
+func RemoveOrphans(owner string, owned func(id string) bool) ([]string, error) {
+	if owner == "" {
+		return nil, errors.New("remove orphan VPCs: no owner given")
+	}
 	ids, err := List()
 	if err != nil {
 		return nil, err
@@ -229,6 +271,9 @@ func RemoveOrphans(owned func(id string) bool) ([]string, error) {
 	for _, id := range ids {
 		if owned(id) {
 			continue
+		}
+		if o, err := (&VPC{id: id}).Owner(); err != nil || o != owner {
+			continue // another's, or half made by someone: not ours to judge
 		}
 		if err := (&VPC{id: id}).destroy(); err != nil {
 			errs = append(errs, err)

@@ -17,13 +17,16 @@ import (
 
 var testVPCs atomic.Int32
 
+// testOwner owns the VPCs of this test process.
+var testOwner = fmt.Sprintf("test-%d", os.Getpid())
+
 // newTestVPC creates a VPC with a test-unique ID and removes its namespace
 // at cleanup, taps and all, whatever the test did.
 func newTestVPC(t *testing.T) *VPC {
 	t.Helper()
 	vmmtest.RequireRoot(t)
 	id := fmt.Sprintf("vpc-t%d-%d", os.Getpid(), testVPCs.Add(1))
-	v, err := Create(id)
+	v, err := Create(id, testOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +40,7 @@ func newTestVPC(t *testing.T) *VPC {
 
 func TestVPCLifecycle(t *testing.T) {
 	v := newTestVPC(t)
-	if _, err := Create(v.ID()); network.CodeOf(err) != network.CodeAlreadyExists {
+	if _, err := Create(v.ID(), testOwner); network.CodeOf(err) != network.CodeAlreadyExists {
 		t.Fatalf("creating it twice: %v", err)
 	}
 	if err := v.AddGateway(netip.MustParsePrefix("10.7.1.1/24")); err != nil {
@@ -113,25 +116,30 @@ func TestRemoveOrphans(t *testing.T) {
 	if err := orphan.AddTap(TapName("eni-orphan")); err != nil {
 		t.Fatal(err)
 	}
-	mine := map[string]bool{kept.ID(): true, orphan.ID(): true}
-	removed, err := RemoveOrphans(func(id string) bool {
-		// Leave alone VPCs that are not this test's (another run's).
-		return !mine[id] || id == kept.ID()
-	})
+	// A VPC of another owner that nobody claims either: left alone.
+	other, err := Create(fmt.Sprintf("vpc-t%d-other", os.Getpid()), testOwner+"-other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { namespace.Delete(other.Namespace()) })
+	if o, err := orphan.Owner(); err != nil || o != testOwner {
+		t.Fatalf("owner %q %v, want %q", o, err, testOwner)
+	}
+	removed, err := RemoveOrphans(testOwner, func(id string) bool { return id == kept.ID() })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(removed) != 1 || removed[0] != orphan.ID() {
 		t.Fatalf("removed %v, want [%s]", removed, orphan.ID())
 	}
-	if namespace.Exists(orphan.Namespace()) || !namespace.Exists(kept.Namespace()) {
+	if namespace.Exists(orphan.Namespace()) || !namespace.Exists(kept.Namespace()) || !namespace.Exists(other.Namespace()) {
 		t.Fatal("wrong namespaces left")
 	}
 }
 
 func TestBadIDs(t *testing.T) {
 	for _, id := range []string{"", "vpc-", "net-1", "vpc-a/b", "vpc-" + strings.Repeat("x", 40)} {
-		if _, err := Create(id); network.CodeOf(err) != network.CodeInvalidParameterValue {
+		if _, err := Create(id, testOwner); network.CodeOf(err) != network.CodeInvalidParameterValue {
 			t.Errorf("Create(%q): %v", id, err)
 		}
 	}

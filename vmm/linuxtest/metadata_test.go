@@ -196,7 +196,7 @@ func newTestVPC(t *testing.T) (*vpc.VPC, string) {
 	// "lt" is not hex: a gureum daemon on the same host leaves namespaces
 	// that are not of its own ID shape alone.
 	id := fmt.Sprintf("vpc-lt%x", time.Now().UnixNano())
-	v, err := vpc.Create(id)
+	v, err := vpc.Create(id, "")
 	if err != nil {
 		t.Fatalf("create VPC (needs the bridge and br_netfilter modules): %v", err)
 	}
