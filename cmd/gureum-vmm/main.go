@@ -114,7 +114,9 @@ func run(args []string) int {
 		sinks = append(sinks, os.Stdout)
 	}
 	if consoleLog == "-" {
-		sinks = append(sinks, os.Stdout)
+		if apiSock != "" { // in foreground mode the console is on standard output already
+			sinks = append(sinks, os.Stdout)
+		}
 	} else if consoleLog != "" {
 		f, err := os.OpenFile(consoleLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 		if err != nil {

@@ -144,12 +144,12 @@ func (a *actuator) StartVMM(ctx context.Context, id string) error {
 	// The API answers while the VM is still being created; the instance is
 	// running once its vCPUs are (until then the VMM refuses a shutdown
 	// or reboot).
-	for i := 0; i < 250; i++ {
+	for i := 0; i < 1000; i++ { // 5 s
 		v, err := s.sup.State(ctx, id)
 		if err != nil || v.State != "created" {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	s.log.Info("VMM started", "instance", id, "pid", info.PID,
 		"network", t1.Sub(t0), "start", t2.Sub(t1), "vcpus", time.Since(t2))

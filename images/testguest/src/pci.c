@@ -95,36 +95,63 @@ void pci_write16(const struct pci_device *d, uint16_t off, uint16_t v)
 	outw((uint16_t)(0xcfc + (off & 2)), v);
 }
 
-/* bar_size measures a memory BAR by writing all ones and reading back
- * which address bits stick: the device hardwires the low bits of its
- * size's alignment to zero. Decoding is off meanwhile so the transient
- * address does not claim anything. Returns 0 for I/O or absent BARs.
- * *is64 tells whether the BAR takes the next register as its high half. */
-static uint64_t bar_size(const struct pci_device *d, int bar, bool *is64)
+/* One memory BAR found by the scan: where it is (0: unassigned) and how
+ * big it is. */
+struct bar_info {
+	struct pci_device dev;
+	uint8_t bar;
+	bool is64;
+	uint64_t base;
+	uint64_t size;
+};
+
+#define MAX_BARS 96
+static struct bar_info bars[MAX_BARS];
+static int nbars;
+
+/* size_bars measures every memory BAR of a (type 0) function by writing
+ * all ones and reading back which address bits stick: the device
+ * hardwires the low bits of its size's alignment to zero. Memory decoding
+ * is off meanwhile (turned off once for the whole function if it was on),
+ * so the transient addresses claim nothing. I/O BARs (the guest uses
+ * none) and absent ones are skipped.
+ *
+ * Every configuration access is a VM exit, and without hardware
+ * virtualization each costs tens of microseconds, so the sequence is kept
+ * short: per BAR register one read, one write of ones, one read back and
+ * one restore. */
+static void size_bars(const struct pci_device *d)
 {
-	uint16_t reg = (uint16_t)(PCI_BAR0 + 4 * bar);
-	uint32_t orig = pci_read32(d, reg);
-	*is64 = false;
-	if (orig & 1)
-		return 0; /* I/O space BAR: the guest uses none */
-	*is64 = ((orig >> 1) & 3) == 2;
 	uint16_t cmd = pci_read16(d, PCI_COMMAND);
-	pci_write16(d, PCI_COMMAND, cmd & (uint16_t)~PCI_COMMAND_MEMORY);
-	pci_write32(d, reg, 0xffffffff);
-	uint64_t mask = pci_read32(d, reg) & ~0xfull;
-	pci_write32(d, reg, orig);
-	if (*is64) {
-		uint32_t orig_hi = pci_read32(d, (uint16_t)(reg + 4));
-		pci_write32(d, (uint16_t)(reg + 4), 0xffffffff);
-		mask |= (uint64_t)pci_read32(d, (uint16_t)(reg + 4)) << 32;
-		pci_write32(d, (uint16_t)(reg + 4), orig_hi);
-	} else {
-		mask |= 0xffffffff00000000ull;
+	if (cmd & PCI_COMMAND_MEMORY)
+		pci_write16(d, PCI_COMMAND, cmd & (uint16_t)~PCI_COMMAND_MEMORY);
+	for (int bar = 0; bar < 6; bar++) {
+		uint16_t reg = (uint16_t)(PCI_BAR0 + 4 * bar);
+		uint32_t orig = pci_read32(d, reg);
+		if (orig & 1)
+			continue; /* I/O space BAR */
+		bool is64 = ((orig >> 1) & 3) == 2 && bar < 5;
+		pci_write32(d, reg, 0xffffffff);
+		uint64_t mask = pci_read32(d, reg) & ~0xfull;
+		pci_write32(d, reg, orig);
+		uint64_t base = orig & ~0xfull;
+		if (is64) {
+			uint16_t hi = (uint16_t)(reg + 4);
+			uint32_t orig_hi = pci_read32(d, hi);
+			pci_write32(d, hi, 0xffffffff);
+			mask |= (uint64_t)pci_read32(d, hi) << 32;
+			pci_write32(d, hi, orig_hi);
+			base |= (uint64_t)orig_hi << 32;
+		} else {
+			mask |= 0xffffffff00000000ull;
+		}
+		if ((uint32_t)mask != 0 && nbars < MAX_BARS)
+			bars[nbars++] = (struct bar_info){*d, (uint8_t)bar, is64, base, ~mask + 1};
+		if (is64)
+			bar++;
 	}
-	pci_write16(d, PCI_COMMAND, cmd);
-	if ((uint32_t)mask == 0)
-		return 0;
-	return ~mask + 1;
+	if (cmd & PCI_COMMAND_MEMORY)
+		pci_write16(d, PCI_COMMAND, cmd);
 }
 
 static uint64_t bar_base(const struct pci_device *d, int bar, bool is64)
@@ -135,8 +162,6 @@ static uint64_t bar_base(const struct pci_device *d, int bar, bool is64)
 		a |= (uint64_t)pci_read32(d, (uint16_t)(reg + 4)) << 32;
 	return a;
 }
-
-typedef void (*bar_visitor)(const struct pci_device *d, int bar, bool is64, uint64_t size);
 
 static void for_each_function(void (*fn)(const struct pci_device *d, void *ctx), void *ctx)
 {
@@ -160,63 +185,42 @@ static void for_each_function(void (*fn)(const struct pci_device *d, void *ctx),
 	}
 }
 
-static void for_each_memory_bar(const struct pci_device *d, bar_visitor visit)
-{
-	if ((pci_read8(d, PCI_HEADER_TYPE) & 0x7f) != 0)
-		return; /* bridges have a different layout */
-	for (int bar = 0; bar < 6; bar++) {
-		bool is64;
-		uint64_t size = bar_size(d, bar, &is64);
-		if (size)
-			visit(d, bar, is64, size);
-		if (is64)
-			bar++;
-	}
-}
-
-/* First pass: move the allocation cursor past every BAR already placed
- * in the window, so that new assignments cannot overlap them. */
-static void note_assigned(const struct pci_device *d, int bar, bool is64, uint64_t size)
-{
-	uint64_t base = bar_base(d, bar, is64);
-	if (base >= MMIO_WINDOW_START && base < MMIO_WINDOW_END && base + size > next_bar_address)
-		next_bar_address = base + size;
-}
-
-/* Second pass: give every unassigned BAR a naturally aligned place. */
-static void assign_unassigned(const struct pci_device *d, int bar, bool is64, uint64_t size)
-{
-	if (bar_base(d, bar, is64) != 0)
-		return;
-	uint64_t a = (next_bar_address + size - 1) & ~(size - 1);
-	if (a + size > MMIO_WINDOW_END)
-		fatal("PCI window full assigning %02x:%02x.%u BAR %d", d->bus, d->dev, d->fn, bar);
-	uint16_t reg = (uint16_t)(PCI_BAR0 + 4 * bar);
-	pci_write32(d, reg, (uint32_t)a);
-	if (is64)
-		pci_write32(d, (uint16_t)(reg + 4), 0);
-	next_bar_address = a + size;
-}
-
-static void visit_note(const struct pci_device *d, void *ctx)
+static void visit_size(const struct pci_device *d, void *ctx)
 {
 	(void)ctx;
-	for_each_memory_bar(d, note_assigned);
+	if ((pci_read8(d, PCI_HEADER_TYPE) & 0x7f) == 0) /* bridges have a different layout */
+		size_bars(d);
 }
 
-static void visit_assign(const struct pci_device *d, void *ctx)
-{
-	(void)ctx;
-	for_each_memory_bar(d, assign_unassigned);
-}
-
+/* scan_bars_once sizes every memory BAR on the bus in one pass, moves the
+ * allocation cursor past those already placed in the window (so that new
+ * assignments cannot overlap them), then gives every unassigned one a
+ * naturally aligned place. */
 static void scan_bars_once(void)
 {
 	if (bars_scanned)
 		return;
 	bars_scanned = true;
-	for_each_function(visit_note, NULL);
-	for_each_function(visit_assign, NULL);
+	for_each_function(visit_size, NULL);
+	for (int i = 0; i < nbars; i++) {
+		uint64_t base = bars[i].base, size = bars[i].size;
+		if (base >= MMIO_WINDOW_START && base < MMIO_WINDOW_END && base + size > next_bar_address)
+			next_bar_address = base + size;
+	}
+	for (int i = 0; i < nbars; i++) {
+		struct bar_info *b = &bars[i];
+		if (b->base != 0)
+			continue;
+		uint64_t a = (next_bar_address + b->size - 1) & ~(b->size - 1);
+		if (a + b->size > MMIO_WINDOW_END)
+			fatal("PCI window full assigning %02x:%02x.%u BAR %d", b->dev.bus, b->dev.dev, b->dev.fn, b->bar);
+		uint16_t reg = (uint16_t)(PCI_BAR0 + 4 * b->bar);
+		pci_write32(&b->dev, reg, (uint32_t)a);
+		if (b->is64)
+			pci_write32(&b->dev, (uint16_t)(reg + 4), 0);
+		b->base = a;
+		next_bar_address = a + b->size;
+	}
 }
 
 struct find_ctx {
