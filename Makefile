@@ -33,8 +33,9 @@ e2e-nested: build ## run the stock-Linux guest tests inside a nested test host (
 image: build ## build the default Debian guest image (kernel, initramfs, root disk) into bin/images
 	$(BIN)/gureum image build --cache $(abspath $(BIN))/images
 
-bench: build ## compare gureum-vmm with QEMU microvm and gokvm (writes bench/results/)
+bench: build ## compare gureum-vmm with QEMU microvm and gokvm (writes bench/results/), then time EBS snapshots
 	GUREUM_BIN=$(abspath $(BIN)) $(GO) run ./bench
+	$(GO) test -run XXX -bench CreateSnapshot -benchtime 20x ./storage/volume/
 
 check: ## gofmt, go vet, staticcheck, go mod tidy diff
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -178,6 +178,17 @@ func TestE2EDaemonNetworking(t *testing.T) {
 	if _, err := c.RunInstances(ctx, api.RunInstancesRequest{Image: &api.ImageSpec{Kernel: kernel}, InstanceType: "t3.nano", PrivateIP: "172.31.0.20"}); api.CodeOf(err) != api.CodeInvalidIPAddressInUse {
 		t.Errorf("a taken address: %v", err)
 	}
+	// An existing volume attaches at launch only in its own zone.
+	volB, err := c.CreateVolume(ctx, api.CreateVolumeRequest{SizeGiB: 1, AvailabilityZone: "local-1b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.RunInstances(ctx, api.RunInstancesRequest{Image: &api.ImageSpec{Kernel: kernel}, InstanceType: "t3.nano", Volumes: []string{volB.VolumeID}})
+	wantCode(err, api.CodeInvalidVolumeZoneMismatch)
+	if err := c.DeleteVolume(ctx, volB.VolumeID); err != nil {
+		t.Errorf("the volume of a refused launch: %v", err)
+	}
+
 	before := map[string]api.Instance{}
 	for _, in := range d.wait(ids, "running") {
 		before[in.InstanceID] = in

@@ -192,6 +192,9 @@ func (s *Service) RunInstances(ctx context.Context, caller Caller, req api.RunIn
 	if err != nil {
 		return api.Reservation{}, err
 	}
+	if err := s.checkVolumesZone(p.req.Volumes, np); err != nil {
+		return api.Reservation{}, err
+	}
 	if p.req.RootDeviceType == api.RootDeviceEBS && p.image.RootDisk != "" && p.rootSnap == "" {
 		if p.rootSnap, err = s.importRootDisk(p.image.RootDisk); err != nil {
 			return api.Reservation{}, err
@@ -343,6 +346,33 @@ func (s *Service) checkVolumesAttachable(caller Caller, vols []string) error {
 		}
 	}
 	return nil
+}
+
+// checkVolumesZone refuses existing volumes of another zone than the
+// subnet the instance is launched into (InvalidVolume.ZoneMismatch), as
+// EBS does. Without networking every instance is in the first zone.
+func (s *Service) checkVolumesZone(vols []string, np *networkPlan) error {
+	zone := s.zones()[0]
+	if np != nil && np.subnet != nil && np.subnet.Zone != "" {
+		zone = np.subnet.Zone
+	}
+	return s.store.View(func(tx store.Tx) error {
+		for _, vid := range vols {
+			v, err := s.volumes.Volume(vid)
+			if err != nil {
+				return volumeError(err)
+			}
+			var o volumeOwner
+			if err := store.GetJSON(tx, kindVolumeOwner, v.ID, &o); err != nil {
+				return fmt.Errorf("load volume %s: %w", v.ID, err)
+			}
+			if vz := s.volumeZone(tx, v, o); vz != zone {
+				return api.Errorf(api.CodeInvalidVolumeZoneMismatch,
+					"The volume '%s' is in %s, not in %s where the instance is launched.", v.ID, vz, zone)
+			}
+		}
+		return nil
+	})
 }
 
 // attachExisting records the attachment of extra volumes in the volume
