@@ -124,7 +124,9 @@ func (l *eventLoop) stop() {
 	l.queue = nil
 	l.mu.Unlock()
 	close(l.quit)
-	l.running.Lock() // the function running now, if any, finishes
-	l.running.Unlock()
+	// Wait for the function running now, if any: whoever runs functions
+	// holds running, and sees stopped before it runs another.
+	l.running.Lock()
 	close(l.done)
+	l.running.Unlock()
 }
