@@ -41,8 +41,12 @@ type L1Config struct {
 // handle, and fails with "protocol not supported" if one is missing;
 // nf_tables because deleting a VPC asks nftables in the root namespace
 // for the VPC's uplink rules, and without nf_tables that request is never
-// answered.
-var l1Modules = []string{"kvm_amd", "tun", "bridge", "br_netfilter", "xfrm_user", "nfnetlink", "nf_tables"}
+// answered; nft_ct (with nf_conntrack) for the security groups' stateful
+// rules (ct state) and nft_meta_bridge for their per-port anti-spoofing
+// rules (meta iifname in the bridge family), which the daemon installs in
+// every VPC: L1 has no modprobe, so the kernel cannot load them on demand
+// and the rule set is refused with ENOENT.
+var l1Modules = []string{"kvm_amd", "tun", "bridge", "br_netfilter", "xfrm_user", "nfnetlink", "nf_tables", "nft_ct", "nft_meta_bridge"}
 
 // Marker lines L1's /init writes to its serial console. The host side
 // reads the test output between TestsBegin and TestsEnd.
