@@ -176,7 +176,8 @@ func TestRunL1Outcomes(t *testing.T) {
 		summaryHas string
 	}{
 		{"frozen before the tests: retried once", `echo "` + MarkerInit + `"; sleep 30`, 2, true, false, 0, "before the tests began"},
-		{"frozen during the tests: not retried", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; sleep 30`, 1, false, false, 0, "during the tests"},
+		{"silent during the tests without a heartbeat: not retried", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; sleep 30`, 1, false, false, 0, "during the tests"},
+		{"heartbeat stopped during the tests: retried once", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; echo "` + MarkerAlive + ` uptime=5"; sleep 30`, 2, true, false, 0, "during the tests"},
 		{"tests failed: not retried", `echo "` + MarkerTestsBegin + `"; echo "--- FAIL: TestA (1.00s)"; echo "` + MarkerTestsEnd + ` status=1"`, 1, false, true, 1, "status 1"},
 		{"QEMU died early: not retried", `echo "qemu: could not load kernel" >&2; exit 1`, 1, false, false, 0, "QEMU ended"},
 	} {
