@@ -47,7 +47,7 @@ func TestLinuxThroughDaemon(t *testing.T) {
 	defer logf.Close()
 	cmd := exec.Command(gureum, "daemon", "--data-dir", dir, "--socket", sock, "--vmm", vmm,
 		"--cgroup", cg, "--cgroup-nested", "--default-image", "none",
-		"--max-guest-memory", "512", "--max-guest-vcpus", "2",
+		"--max-guest-memory", "512", "--max-guest-vcpus", "1", // see TestLinuxGuestEnds
 		"--cpu-overcommit", "100", "--memory-overcommit", "100", "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
