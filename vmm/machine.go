@@ -84,6 +84,7 @@ func newMachine(sys *kvm.System, memMiB uint64) (_ *machine, err error) {
 			m.close()
 		}
 	}()
+	go m.loop.run()
 	m.onCleanup(m.loop.stop)
 
 	vm, err := sys.CreateVM()
