@@ -349,8 +349,8 @@ func (s *Service) checkVolumesAttachable(caller Caller, vols []string) error {
 }
 
 // checkVolumesZone refuses existing volumes of another zone than the
-// subnet the instance is launched into (InvalidVolume.ZoneMismatch), as
-// EBS does. Without networking every instance is in the first zone.
+// subnet the instance is launched into. Without networking every instance
+// is in the first zone.
 func (s *Service) checkVolumesZone(vols []string, np *networkPlan) error {
 	zone := s.zones()[0]
 	if np != nil && np.subnet != nil && np.subnet.Zone != "" {
@@ -362,13 +362,8 @@ func (s *Service) checkVolumesZone(vols []string, np *networkPlan) error {
 			if err != nil {
 				return volumeError(err)
 			}
-			var o volumeOwner
-			if err := store.GetJSON(tx, kindVolumeOwner, v.ID, &o); err != nil {
-				return fmt.Errorf("load volume %s: %w", v.ID, err)
-			}
-			if vz := s.volumeZone(tx, v, o); vz != zone {
-				return api.Errorf(api.CodeInvalidVolumeZoneMismatch,
-					"The volume '%s' is in %s, not in %s where the instance is launched.", v.ID, vz, zone)
+			if err := s.checkVolumeInZone(tx, v, zone, "the instance being launched"); err != nil {
+				return err
 			}
 		}
 		return nil

@@ -146,14 +146,20 @@ func (s *Service) volumeZone(tx store.Tx, v volume.Volume, owner volumeOwner) st
 
 // checkSameZone refuses to attach a volume to an instance of another zone.
 func (s *Service) checkSameZone(tx store.Tx, v volume.Volume, r *instanceRecord) error {
+	return s.checkVolumeInZone(tx, v, s.instanceZone(r), "instance '"+r.ID+"'")
+}
+
+// checkVolumeInZone refuses a volume outside zone, where its instance
+// (named by what, for the message) is (InvalidVolume.ZoneMismatch), as
+// EBS does.
+func (s *Service) checkVolumeInZone(tx store.Tx, v volume.Volume, zone, what string) error {
 	var o volumeOwner
 	if err := store.GetJSON(tx, kindVolumeOwner, v.ID, &o); err != nil {
 		return fmt.Errorf("load volume %s: %w", v.ID, err)
 	}
-	vz, iz := s.volumeZone(tx, v, o), s.instanceZone(r)
-	if vz != iz {
+	if vz := s.volumeZone(tx, v, o); vz != zone {
 		return api.Errorf(api.CodeInvalidVolumeZoneMismatch,
-			"The volume '%s' is not in the same availability zone as instance '%s' (%s, not %s).", v.ID, r.ID, vz, iz)
+			"The volume '%s' is not in the same availability zone as %s (%s, not %s).", v.ID, what, vz, zone)
 	}
 	return nil
 }
