@@ -144,8 +144,14 @@ func TestE2EDaemonKillAndRestart(t *testing.T) {
 	// 4. A VMM that dies while no daemon runs.
 	cpid := d.vmmPID(c)
 	syscall.Kill(cpid, syscall.SIGKILL)
-	for i := 0; i < 200 && alive(cpid); i++ {
-		time.Sleep(10 * time.Millisecond) // its wrapper reaps it
+	// Its wrapper reaps it and records how it ended; the daemon reads
+	// that record at start.
+	exitFile := filepath.Join(d.dir, "run", c, "exit-status")
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(exitFile); err == nil && !alive(cpid) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	epid := d.vmmPID(e)
 	d.start()
