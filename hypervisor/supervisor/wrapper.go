@@ -33,6 +33,9 @@ import (
 // means it could not join the cgroup; a VMM killed by signal N shows as
 // 128+N, as shells report it.
 //
+// The PID and exit status files are written beside their place and renamed
+// into it, so a reader never sees one empty or half written.
+//
 // Arguments: $1 VMM PID file, $2 exit status file, then cgroup.procs paths
 // up to "--", then the VMM command.
 const wrapperScript = `pidfile=$1 exitfile=$2
@@ -45,10 +48,10 @@ shift
 "$@" &
 vmm=$!
 trap '' HUP INT TERM
-echo $vmm >"$pidfile"
+echo $vmm >"$pidfile.tmp" && mv -f "$pidfile.tmp" "$pidfile"
 wait $vmm
 status=$?
-echo $status >"$exitfile"
+echo $status >"$exitfile.tmp" && mv -f "$exitfile.tmp" "$exitfile"
 exit $status
 `
 

@@ -179,6 +179,7 @@ func TestRunL1Outcomes(t *testing.T) {
 		{"silent during the tests without a heartbeat: not retried", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; sleep 30`, 1, false, false, 0, "during the tests"},
 		{"heartbeat stopped during the tests: retried once", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; echo "` + MarkerAlive + ` uptime=5"; sleep 30`, 2, true, false, 0, "during the tests"},
 		{"tests failed: not retried", `echo "` + MarkerTestsBegin + `"; echo "--- FAIL: TestA (1.00s)"; echo "` + MarkerTestsEnd + ` status=1"`, 1, false, true, 1, "status 1"},
+		{"L1's kernel panicked during the tests: retried once", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; echo "[  103.98] Kernel panic - not syncing: corrupted stack end detected inside scheduler"`, 2, false, false, 0, "QEMU ended"},
 		{"QEMU died early: not retried", `echo "qemu: could not load kernel" >&2; exit 1`, 1, false, false, 0, "QEMU ended"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -73,6 +73,21 @@ func (r *Run) EmulatorFroze() bool {
 	return strings.Contains(r.Console[begin:], MarkerAlive)
 }
 
+// L1KernelPanicked reports the other failure proven not to be ours: L1's
+// own kernel panicked ("Kernel panic - not syncing" on its console) and,
+// with panic=-1 and -no-reboot, QEMU ended before the tests did. gureum
+// runs in L1 as user-space programs, which cannot corrupt kernel state
+// without a kernel (or emulator) bug; the panics seen on these machines
+// were "corrupted stack end detected inside scheduler" in a vCPU thread's
+// KVM_RUN, i.e. L1's KVM on QEMU's emulated SVM. docs/nested.md counts
+// them.
+func (r *Run) L1KernelPanicked() bool {
+	return !r.Ended && !r.Stalled && !r.TimedOut && strings.Contains(r.Console, "Kernel panic - not syncing")
+}
+
+// Retryable reports whether the run failed in a way proven not to be ours.
+func (r *Run) Retryable() bool { return r.EmulatorFroze() || r.L1KernelPanicked() }
+
 // Summary is a one-line account of the run for logs and failures.
 func (r *Run) Summary() string {
 	var what string
@@ -229,8 +244,8 @@ wait:
 	return r, nil
 }
 
-// RunL1WithRetry runs L1 and, only if L1 froze (EmulatorFroze), runs it
-// once more. It returns every attempt, the last one first.
+// RunL1WithRetry runs L1 and, only if L1 froze (EmulatorFroze) or its
+// kernel panicked (L1KernelPanicked), runs it once more. It returns every attempt, the last one first.
 func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any)) ([]*Run, error) {
 	var runs []*Run
 	for attempt := 1; attempt <= 2; attempt++ {
@@ -240,8 +255,12 @@ func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any
 		}
 		runs = append([]*Run{r}, runs...)
 		logf("L1 run %d: %s", attempt, r.Summary())
-		if !r.EmulatorFroze() || ctx.Err() != nil {
+		if !r.Retryable() || ctx.Err() != nil {
 			break
+		}
+		if r.L1KernelPanicked() {
+			logf("L1's kernel panicked (L1's or the emulator's failure, not ours); running L1 again")
+			continue
 		}
 		logf("L1 froze, heartbeat and all (the emulator's or L1 kernel's failure, not ours); registers:\n%s", r.Registers)
 	}

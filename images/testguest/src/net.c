@@ -87,7 +87,8 @@ bool net_init(void)
 	net_state = -1;
 	if (!virtio_open(&dev, 1))
 		return false;
-	uint64_t want = 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_MAC;
+	uint64_t want = 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM | 1ull << VIRTIO_NET_F_MAC |
+			1ull << VIRTIO_F_EVENT_IDX;
 	if (!virtio_negotiate(&dev, want))
 		fatal("virtio-net feature negotiation failed");
 	if (virtio_has(&dev, VIRTIO_NET_F_MAC)) {
@@ -102,6 +103,9 @@ bool net_init(void)
 	    !virtio_setup_queue(&dev, &rxq, 0, RX_BUFFERS, 1, VEC_NET_RX) ||
 	    !virtio_setup_queue(&dev, &txq, 1, TX_BUFFERS, 2, VEC_NET_TX))
 		fatal("virtio-net queue setup failed");
+	/* Sent buffers are reclaimed at the next send (tx_frame), so their
+	 * completion needs no interrupt. */
+	virtq_quiet(&txq);
 	uint8_t *bufs = alloc_pages((size_t)BUF_SIZE * (rxq.size + TX_BUFFERS));
 	for (int i = 0; i < rxq.size; i++)
 		post_rx(bufs + (size_t)i * BUF_SIZE);

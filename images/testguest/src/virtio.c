@@ -204,6 +204,10 @@ bool virtio_setup_queue(struct virtio_device *vd, struct virtq *q, uint16_t inde
 		q->desc[i].next = (uint16_t)(i + 1);
 	q->free_head = 0;
 	q->free_count = size;
+	q->last_used = 0;
+	q->kicked = 0;
+	q->event_idx = virtio_has(vd, VIRTIO_F_EVENT_IDX);
+	q->quiet = false;
 
 	mmio_write16(vd->common + COMMON_QUEUE_SIZE, size);
 	mmio_write64(vd->common + COMMON_QUEUE_DESC, (uint64_t)q->desc);
@@ -281,9 +285,62 @@ int virtq_add(struct virtq *q, const struct virtq_buf *bufs, int n, void *token)
 	return head;
 }
 
-/* virtq_kick notifies the device that the available ring has news: one
- * MMIO write of the queue index, i.e. one exit to the VMM. */
-void virtq_kick(struct virtq *q) { mmio_write16(q->notify_addr, q->index); }
+/* A full barrier: our stores before it are visible to the device (on
+ * another CPU) before our loads after it. A locked read-modify-write is
+ * one on x86, and every emulator has it. */
+static inline void full_barrier(void) { __asm__ volatile("lock orl $0, (%%rsp)" ::: "memory", "cc"); }
+
+/* need_event says whether moving an index from old to now passed the
+ * other side's event index: it asked to hear once the index gets past
+ * event (the formula of the virtio spec, 2.7.10, on 16-bit counters). */
+static inline bool need_event(uint16_t event, uint16_t now, uint16_t old)
+{
+	return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+}
+
+/*
+ * virtq_kick notifies the device that the available ring has news: one
+ * MMIO write of the queue index, i.e. one exit to the VMM. It is skipped
+ * when the device said it needs none: with EVENT_IDX when the new entries
+ * do not pass the avail_event index it published (it is still busy with
+ * the ring, or has buffers enough), without it when it set
+ * VIRTQ_USED_F_NO_NOTIFY. The barrier orders our index store before the
+ * load of the device's hint; the device orders the other way, so one of
+ * us always sees the other's news.
+ */
+void virtq_kick(struct virtq *q)
+{
+	uint16_t old = q->kicked, now = q->avail->idx;
+	q->kicked = now;
+	full_barrier();
+	bool needed;
+	if (q->event_idx) {
+		/* avail_event follows the used ring's last element. */
+		const volatile uint16_t *avail_event = (const volatile uint16_t *)(const void *)((const uint8_t *)q->used + 4 + 8u * q->size);
+		uint16_t event = *avail_event;
+		needed = need_event(event, now, old);
+	} else {
+		needed = !(*(volatile uint16_t *)&q->used->flags & VIRTQ_USED_F_NO_NOTIFY);
+	}
+	if (needed)
+		mmio_write16(q->notify_addr, q->index);
+}
+
+/*
+ * virtq_quiet tells the device not to interrupt for this queue: the
+ * driver looks at its used ring when it needs to (a transmit queue whose
+ * buffers are reclaimed at the next send, as Linux's virtio-net does).
+ * With EVENT_IDX the driver's used_event is put half the index space
+ * ahead (virtq_get_used keeps it there); without, the avail ring's
+ * VIRTQ_AVAIL_F_NO_INTERRUPT flag asks the same.
+ */
+void virtq_quiet(struct virtq *q)
+{
+	q->quiet = true;
+	q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+	q->avail->ring[q->size] = (uint16_t)(q->last_used + 0x8000);
+	barrier();
+}
 
 /*
  * virtq_get_used takes the next chain the device has finished with and
@@ -294,8 +351,19 @@ void virtq_kick(struct virtq *q) { mmio_write16(q->notify_addr, q->index); }
 void *virtq_get_used(struct virtq *q, uint32_t *len)
 {
 	for (;;) {
-		if (q->last_used == *(volatile uint16_t *)&q->used->idx)
-			return NULL;
+		if (q->last_used == *(volatile uint16_t *)&q->used->idx) {
+			/* With EVENT_IDX, used_event says which used index the
+			 * driver wants an interrupt at: the next one, or (quiet)
+			 * none for the next half of the index space. Then look
+			 * again: the device may have used one more before it
+			 * could see the new used_event, and will not interrupt
+			 * for it. */
+			q->avail->ring[q->size] = (uint16_t)(q->last_used + (q->quiet ? 0x8000 : 0));
+			full_barrier();
+			if (q->last_used == *(volatile uint16_t *)&q->used->idx)
+				return NULL;
+			continue;
+		}
 		barrier();
 		struct virtq_used_elem e = q->used->ring[q->last_used & (q->size - 1)];
 		q->last_used = (uint16_t)(q->last_used + 1);

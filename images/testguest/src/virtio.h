@@ -14,6 +14,7 @@
 #include "testguest.h"
 
 /* Feature bits common to all devices. */
+#define VIRTIO_F_EVENT_IDX 29 /* used_event / avail_event, see virtq_kick */
 #define VIRTIO_F_VERSION_1 32
 
 /* One descriptor: a buffer in guest-physical memory. */
@@ -28,10 +29,11 @@ struct virtq_desc {
 
 /* The driver's ("available") ring: heads of chains offered to the device. */
 struct virtq_avail {
-	uint16_t flags;
+	uint16_t flags; /* VIRTQ_AVAIL_F_NO_INTERRUPT */
 	uint16_t idx; /* where the driver will put the next entry; free-running */
-	uint16_t ring[];
+	uint16_t ring[]; /* then, with EVENT_IDX: used_event */
 };
+#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 
 /* The device's ("used") ring: chains it has finished with. */
 struct virtq_used_elem {
@@ -39,10 +41,11 @@ struct virtq_used_elem {
 	uint32_t len; /* bytes the device wrote into the chain */
 };
 struct virtq_used {
-	uint16_t flags;
+	uint16_t flags; /* VIRTQ_USED_F_NO_NOTIFY */
 	uint16_t idx;
-	struct virtq_used_elem ring[];
+	struct virtq_used_elem ring[]; /* then, with EVENT_IDX: avail_event */
 };
+#define VIRTQ_USED_F_NO_NOTIFY 1
 
 /* One buffer of a chain, as the driver describes it. */
 struct virtq_buf {
@@ -58,6 +61,9 @@ struct virtq {
 	struct virtq_used *used;
 	uint16_t free_head, free_count;
 	uint16_t last_used; /* how far the driver has consumed the used ring */
+	uint16_t kicked;    /* avail->idx at the last virtq_kick */
+	bool event_idx;     /* VIRTIO_F_EVENT_IDX negotiated */
+	bool quiet;         /* the driver wants no interrupts (virtq_quiet) */
 	uint64_t notify_addr;
 	void **tokens; /* per head descriptor: the caller's cookie */
 };
@@ -88,6 +94,7 @@ bool virtio_has(const struct virtio_device *vd, int bit);
 
 int virtq_add(struct virtq *q, const struct virtq_buf *bufs, int n, void *token);
 void virtq_kick(struct virtq *q);
+void virtq_quiet(struct virtq *q);
 void *virtq_get_used(struct virtq *q, uint32_t *len);
 
 #endif
