@@ -39,7 +39,7 @@ type eventLoop struct {
 
 	mu       sync.Mutex // guards the fields below
 	queue    []func()
-	sleeping bool // the thread is (about to be) in epoll_wait with no timeout
+	sleeping bool // the thread is (about to be) asleep in epoll_wait: a post must wake it
 	quitting bool
 	stopped  bool
 
