@@ -78,7 +78,7 @@ type Config struct {
 }
 
 // RTC is the emulated MC146818 and CMOS RAM. Read and Write must be called
-// as device code (under the VM's device lock).
+// on the VM's event loop goroutine.
 type RTC struct {
 	now    func() time.Time
 	index  byte
