@@ -1,7 +1,6 @@
 package service
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -63,23 +62,28 @@ func (s *Service) recover() error {
 		alive[in.ID] = true
 		s.log.Info("VMM re-adopted", "instance", in.ID, "pid", in.PID)
 	}
-	// VMMs found dead are reported asynchronously; wait for those reports
-	// so that no start below races the cleanup of an old run directory.
-	for _, in := range s.sup.List() {
-		if !alive[in.ID] {
-			s.sup.Wait(context.Background(), in.ID)
+	// Adopt has reported every VMM it found ended (onExit recorded it), so
+	// statuses, read before, may be stale: read each one again.
+	for id := range statuses {
+		if alive[id] {
+			continue
 		}
-	}
-	for id, st := range statuses {
-		if st.State == lifecycle.Running && st.Op == nil && !alive[id] {
-			if _, err := s.sup.Get(id); err == nil {
-				continue
-			}
-			s.log.Warn("running instance has no VMM", "instance", id)
-			_, err := s.driver.Request(id, lifecycle.VMMExited, lifecycle.Options{Detail: "the VMM was gone when the daemon started"})
-			if err != nil {
-				s.log.Warn("cannot record the lost VMM", "instance", id, "err", err)
-			}
+		if _, err := s.sup.Get(id); err == nil {
+			continue
+		}
+		var st *lifecycle.Status
+		s.store.View(func(tx store.Tx) error {
+			var err error
+			st, err = lifecycle.Get(tx, id)
+			return err
+		})
+		if st == nil || st.State != lifecycle.Running || st.Op != nil {
+			continue
+		}
+		s.log.Warn("running instance has no VMM", "instance", id)
+		_, err := s.driver.Request(id, lifecycle.VMMExited, lifecycle.Options{Detail: "the VMM was gone when the daemon started"})
+		if err != nil {
+			s.log.Warn("cannot record the lost VMM", "instance", id, "err", err)
 		}
 	}
 	s.resumeOwed()

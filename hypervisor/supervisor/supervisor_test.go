@@ -290,7 +290,11 @@ wait:
 	if len(adopted) != 2 {
 		t.Fatalf("adopted %d VMMs, want 2: %+v", len(adopted), adopted)
 	}
-	e := exits.next(t, 5*time.Second)
+	// Adopt returns only once the VMM that ended is reported.
+	if len(exits) != 1 {
+		t.Fatalf("%d exits reported when Adopt returned, want 1", len(exits))
+	}
+	e := exits.next(t, time.Second)
 	if e.ID != "i-three" || e.Kind != EndStopped || !e.WhileAway || e.Status != 4 {
 		t.Fatalf("exit of the VMM stopped while away: %+v", e)
 	}

@@ -126,13 +126,16 @@ func removeCgroup(g cgroup) error {
 // through OnExit with WhileAway set (how it ended comes from the status its
 // wrapper recorded), and one that is alive but does not answer within a
 // few seconds is killed and reported as crashed. Either way its cgroup and
-// run directory are removed.
+// run directory are removed. Adopt returns only after every VMM it found
+// ended has been reported, so that when it returns, each instance of the
+// run directory is either adopted or already through OnExit.
 func (s *Supervisor) Adopt(ctx context.Context) ([]Info, error) {
 	ents, err := os.ReadDir(s.cfg.RunDir)
 	if err != nil {
 		return nil, fmt.Errorf("adopt: %w", err)
 	}
 	var adopted []Info
+	var ended []*instance
 	for _, ent := range ents {
 		if !ent.IsDir() || !validID(ent.Name()) {
 			continue
@@ -147,6 +150,18 @@ func (s *Supervisor) Adopt(ctx context.Context) ([]Info, error) {
 		in, alive := s.adoptOne(ctx, filepath.Join(s.cfg.RunDir, id), id)
 		if alive {
 			adopted = append(adopted, in.info())
+		} else {
+			ended = append(ended, in)
+		}
+	}
+	// Their watchers report them (finish) on their own goroutines; wait
+	// for that here rather than through Wait, which no longer finds an
+	// instance once finish has forgotten it but before OnExit has run.
+	for _, in := range ended {
+		select {
+		case <-in.done:
+		case <-ctx.Done():
+			return adopted, ctx.Err()
 		}
 	}
 	return adopted, nil
