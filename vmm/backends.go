@@ -20,11 +20,11 @@ type backends struct {
 	macs  []net.HardwareAddr
 }
 
-func openBackends(cfg Config) (b *backends, err error) {
-	b = &backends{}
+func openBackends(cfg Config) (_ *backends, err error) {
+	b := &backends{}
 	defer func() {
 		if err != nil {
-			b.close()
+			b.close() // what was opened before the failure
 		}
 	}()
 	for i, d := range cfg.Disks {

@@ -240,3 +240,17 @@ func TestDriveHTTPErrors(t *testing.T) {
 		t.Errorf("GET /drives: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestOpenBackendsFailureClosesWhatWasOpened gives a good disk and then a
+// missing one: the error names the second, and nothing panics.
+func TestOpenBackendsFailureClosesWhatWasOpened(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.img")
+	if err := raw.Create(good, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	b, err := openBackends(Config{Disks: []DiskConfig{{Path: good}, {Path: filepath.Join(dir, "missing.img")}}})
+	if err == nil || b != nil || !strings.Contains(err.Error(), "disk 1") {
+		t.Fatalf("openBackends = %v, %v; want an error for disk 1", b, err)
+	}
+}
