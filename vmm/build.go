@@ -55,7 +55,7 @@ func (v *VM) addVCPUs(m *machine, entry boot.CPUState) error {
 				return fmt.Errorf("vCPU 0: %w", err)
 			}
 		}
-		r := &vcpuRunner{m: m, cpu: cpu, parked: make(chan struct{}), resume: make(chan struct{}), callDone: make(chan struct{}, 1)}
+		r := &vcpuRunner{m: m, cpu: cpu, parked: make(chan struct{}), resume: make(chan struct{})}
 		if st, err := cpu.StatsFD(); err == nil {
 			r.stats = st
 			m.onCleanup(func() { st.Close() })

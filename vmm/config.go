@@ -2,10 +2,12 @@
 // machine (KVM VM, guest RAM, devices, vCPUs), runs it, and reports how it
 // ended. cmd/gureum-vmm wires it to flags and to the socket API.
 //
-// Threads (docs/design.md): one event-loop goroutine owns every device; one
-// OS-thread-locked goroutine per vCPU runs KVM_RUN and forwards port and
-// MMIO exits to the loop; the API goroutine talks to the machine through
-// its methods, which post to the loop or flip vCPU run state.
+// Threads (docs/design.md): an event loop on a thread of its own waits in
+// epoll_wait for the devices' fds (queue kicks, taps) and runs their
+// device code; one OS-thread-locked goroutine per vCPU runs KVM_RUN and
+// handles its own port and MMIO exits; device code runs only under the
+// loop's device lock, from either. The API goroutine talks to the machine
+// through its methods, which post to the loop or flip vCPU run state.
 package vmm
 
 import (

@@ -145,25 +145,7 @@ func (d *drive) onLoop(fn func(dev *blk.Device)) bool {
 	if dev == nil {
 		return false
 	}
-	ran := make(chan struct{}, 1)
-	select {
-	case l.work <- func() { fn(dev); ran <- struct{}{} }:
-	case <-l.done:
-		return false
-	}
-	select {
-	case <-ran:
-		return true
-	case <-l.done:
-		// The loop finished the function it was running before closing
-		// done, so ran is settled now.
-		select {
-		case <-ran:
-			return true
-		default:
-			return false
-		}
-	}
+	return l.call(func() { fn(dev) })
 }
 
 func (s *driveSet) find(id string) (*drive, error) {

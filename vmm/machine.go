@@ -78,14 +78,18 @@ func (m *machine) onCleanup(fn func()) { m.cleanup = append(m.cleanup, fn) }
 // newMachine creates the KVM VM with its memory and in-kernel interrupt
 // controllers. Devices and vCPUs are added by the caller.
 func newMachine(sys *kvm.System, memMiB uint64) (_ *machine, err error) {
-	m := &machine{loop: newEventLoop(), events: make(chan event, 1)}
+	loop, err := newEventLoop()
+	if err != nil {
+		return nil, err
+	}
+	m := &machine{loop: loop, events: make(chan event, 1)}
 	defer func() {
 		if err != nil {
 			m.close()
 		}
 	}()
-	go m.loop.run()
-	m.onCleanup(m.loop.stop)
+	loop.start()
+	m.onCleanup(loop.stop)
 
 	vm, err := sys.CreateVM()
 	if err != nil {
@@ -174,8 +178,8 @@ func (m *machine) SignalMSI(addr uint64, data uint32) error {
 
 // RegisterIOEvent implements virtio.NotifyHub with an ioeventfd: the
 // guest's write to addr signals an eventfd inside KVM (the vCPU does not
-// leave the kernel); a goroutine blocked on the eventfd through Go's poller
-// then posts onKick to the event loop.
+// leave the kernel), and the event loop's thread, asleep in epoll_wait on
+// that eventfd, wakes and runs onKick.
 func (m *machine) RegisterIOEvent(addr uint64, size int, onKick func()) (func(), error) {
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
@@ -185,28 +189,49 @@ func (m *machine) RegisterIOEvent(addr uint64, size int, onKick func()) (func(),
 		unix.Close(efd)
 		return nil, err
 	}
-	f := newPollFile(efd, fmt.Sprintf("ioevent-%#x", addr))
-	go func() {
-		buf := make([]byte, 8)
-		for {
-			if _, err := f.Read(buf); err != nil {
-				return
-			}
-			m.loop.Post(onKick)
+	var buf [8]byte
+	remove, err := m.loop.watch(efd, false, func() {
+		// Reading resets the counter: several kicks since the last
+		// look are one notification, as the queue is read whole.
+		if _, err := unix.Read(efd, buf[:]); err == nil {
+			onKick()
 		}
-	}()
+	})
+	if err != nil {
+		m.vm.UnregisterIOEventFD(efd, addr, uint32(size), false)
+		unix.Close(efd)
+		return nil, err
+	}
 	var once sync.Once
 	unregister := func() {
 		once.Do(func() {
 			m.vm.UnregisterIOEventFD(efd, addr, uint32(size), false)
-			f.Close()
+			remove() // the loop closes efd
 		})
 	}
 	m.onCleanup(unregister)
 	return unregister, nil
 }
 
-// Post runs fn on the event loop (virtio.Loop).
+// WatchReadable implements virtio.FDWatcher: fn runs on the event loop
+// each time fd may have become readable (edge-triggered: after fn has
+// seen the fd empty, the next arrival calls it again). The fd stays the
+// caller's: it is duplicated for the poll set.
+func (m *machine) WatchReadable(fd int, fn func()) (func(), error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("watch fd %d: %w", fd, err)
+	}
+	remove, err := m.loop.watch(dup, true, fn)
+	if err != nil {
+		unix.Close(dup)
+		return nil, err
+	}
+	return remove, nil
+}
+
+// Post runs fn on the event loop (virtio.Loop). Work posted after the loop
+// stopped is dropped: the machine is going away.
 func (m *machine) Post(fn func()) { m.loop.Post(fn) }
 
 // ctrlAltDel sends Ctrl-Alt-Del to the guest's keyboard controller.
@@ -214,6 +239,8 @@ func (m *machine) ctrlAltDel() error {
 	if m.ctrlAltDelKeys == nil {
 		return errors.New("no keyboard controller")
 	}
-	m.loop.Post(m.ctrlAltDelKeys)
+	if !m.loop.Post(m.ctrlAltDelKeys) {
+		return errors.New("machine stopped")
+	}
 	return nil
 }

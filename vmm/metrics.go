@@ -48,13 +48,12 @@ func (v *VM) Metrics() api.Metrics {
 		}
 		out.VCPUs = append(out.VCPUs, vm)
 	}
-	done := make(chan struct{}, 1)
 	var devs []api.DeviceMetrics
 	m.loop.call(func() {
 		for _, d := range m.devices {
 			devs = append(devs, api.DeviceMetrics{Name: d.name, Counters: d.read()})
 		}
-	}, done)
+	})
 	out.Devices = devs
 	return out
 }

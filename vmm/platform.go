@@ -35,7 +35,7 @@ func (v *VM) addPCIDevices(m *machine) error {
 	if err := m.pio.Insert("pci", layout.PCIConfAddr, 8, bus); err != nil {
 		return err
 	}
-	env := virtio.Env{Mem: m.mem, MSI: m, Notify: m, Loop: m}
+	env := virtio.Env{Mem: m.mem, MSI: m, Notify: m, Loop: m, Watch: m}
 	add := func(name string, dev virtio.Device) (*virtio.PCITransport, error) {
 		t, err := virtio.NewPCITransport(dev, env)
 		if err != nil {
@@ -46,7 +46,7 @@ func (v *VM) addPCIDevices(m *machine) error {
 		}
 		// Reset on the loop (devices are the loop's): it stops device
 		// goroutines, such as a tap waiter, before the machine goes.
-		m.onCleanup(func() { m.loop.call(dev.Reset, make(chan struct{}, 1)) })
+		m.onCleanup(func() { m.loop.call(dev.Reset) })
 		m.addMetrics(name+"-transport", func() any { return t.Metrics() })
 		return t, nil
 	}

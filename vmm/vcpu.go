@@ -43,7 +43,6 @@ type vcpuRunner struct {
 	pauseReq atomic.Bool
 	parked   chan struct{} // receives when the vCPU has stopped for a pause
 	resume   chan struct{} // closed-and-replaced by the machine to resume
-	callDone chan struct{}
 }
 
 // exitCounters counts userspace exits by reason. Written by the vCPU
@@ -137,11 +136,11 @@ func (r *vcpuRunner) describeRegs() string {
 	return fmt.Sprintf("rip=%#x rsp=%#x cr0=%#x cr3=%#x cr4=%#x efer=%#x", regs.RIP, regs.RSP, sregs.CR0, sregs.CR3, sregs.CR4, sregs.EFER)
 }
 
-// handleIO forwards a port access to the event loop. String I/O (count>1)
-// is handled element by element.
+// handleIO runs a port access on this vCPU's thread under the device lock
+// (see eventLoop). String I/O (count>1) is handled element by element.
 func (r *vcpuRunner) handleIO(io kvm.IOExit) bool {
 	bus := r.m.pio
-	return r.m.loop.call(func() {
+	return r.m.loop.access(func() {
 		for i := 0; i < io.Count; i++ {
 			d := io.Data[i*io.Size : (i+1)*io.Size]
 			if io.Out {
@@ -154,12 +153,12 @@ func (r *vcpuRunner) handleIO(io kvm.IOExit) bool {
 				}
 			}
 		}
-	}, r.callDone)
+	})
 }
 
 func (r *vcpuRunner) handleMMIO(mm kvm.MMIOExit) bool {
 	bus := r.m.mmio
-	return r.m.loop.call(func() {
+	return r.m.loop.access(func() {
 		if mm.Write {
 			if !bus.Write(mm.Addr, mm.Data) {
 				r.m.unhandledMMIO.Add(1)
@@ -169,7 +168,7 @@ func (r *vcpuRunner) handleMMIO(mm kvm.MMIOExit) bool {
 				mm.Data[j] = 0xff
 			}
 		}
-	}, r.callDone)
+	})
 }
 
 // park waits, out of the guest, until the machine resumes or stops.

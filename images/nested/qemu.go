@@ -45,6 +45,7 @@ type Run struct {
 	Ended     bool          // the test binary finished (MarkerTestsEnd seen)
 	Status    int           // the test binary's exit status, when Ended
 	Stalled   bool          // output stopped for StallAfter
+	Lockup    bool          // L1's kernel reported a CPU stuck in the kernel
 	TimedOut  bool          // Timeout passed
 	Registers string        // `info registers -a` when Stalled or TimedOut
 	Elapsed   time.Duration // wall clock of the QEMU process
@@ -85,8 +86,22 @@ func (r *Run) L1KernelPanicked() bool {
 	return !r.Ended && !r.Stalled && !r.TimedOut && strings.Contains(r.Console, "Kernel panic - not syncing")
 }
 
+// lockupMarkers are what L1's kernel prints when one of its CPUs has been
+// stuck in kernel mode, not scheduling, for over 20 s (the soft lockup
+// watchdog) or not even taking interrupts (the hard lockup one).
+var lockupMarkers = []string{"watchdog: BUG: soft lockup", "Watchdog detected hard LOCKUP"}
+
+// L1LockedUp reports a third failure proven not to be ours: L1's kernel
+// saw one of its CPUs stuck in kernel mode. A user-space program (gureum
+// in L1 is only that) can make a CPU busy but cannot keep the kernel from
+// scheduling; the one seen on these machines was a gureum-vmm vCPU thread
+// stuck inside KVM_RUN, i.e. L1's KVM on QEMU's emulated SVM, while L1's
+// own heartbeat stopped. The run is ended at the first such report
+// rather than at its timeout.
+func (r *Run) L1LockedUp() bool { return r.Lockup && !r.Ended }
+
 // Retryable reports whether the run failed in a way proven not to be ours.
-func (r *Run) Retryable() bool { return r.EmulatorFroze() || r.L1KernelPanicked() }
+func (r *Run) Retryable() bool { return r.EmulatorFroze() || r.L1KernelPanicked() || r.L1LockedUp() }
 
 // Summary is a one-line account of the run for logs and failures.
 func (r *Run) Summary() string {
@@ -100,6 +115,8 @@ func (r *Run) Summary() string {
 		what = "L1 froze during the tests (no output, no heartbeat)"
 	case r.TimedOut:
 		what = "timed out"
+	case r.Lockup:
+		what = "L1's kernel reported a CPU locked up"
 	default:
 		what = fmt.Sprintf("QEMU ended (%v) before the tests ended", r.Exit)
 	}
@@ -199,10 +216,22 @@ func RunL1(ctx context.Context, cfg RunConfig) (*Run, error) {
 		// QEMU leads its own process group; its pid is the group id.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
+	scanned := 0 // console bytes already searched for lockup reports
 wait:
 	for {
 		select {
 		case <-grew:
+			mu.Lock()
+			from := max(0, scanned-64) // a marker may straddle two reads
+			tail := console.String()[from:]
+			scanned = console.Len()
+			mu.Unlock()
+			if containsAny(tail, lockupMarkers) {
+				r.Lockup = true
+				r.Registers = monitorCommand(mon, "info registers -a")
+				kill()
+				break wait
+			}
 			if !stall.Stop() {
 				select {
 				case <-stall.C:
@@ -244,8 +273,9 @@ wait:
 	return r, nil
 }
 
-// RunL1WithRetry runs L1 and, only if L1 froze (EmulatorFroze) or its
-// kernel panicked (L1KernelPanicked), runs it once more. It returns every attempt, the last one first.
+// RunL1WithRetry runs L1 and, only if L1 froze (EmulatorFroze), its
+// kernel panicked (L1KernelPanicked) or reported a lockup (L1LockedUp),
+// runs it once more. It returns every attempt, the last one first.
 func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any)) ([]*Run, error) {
 	var runs []*Run
 	for attempt := 1; attempt <= 2; attempt++ {
@@ -262,9 +292,22 @@ func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any
 			logf("L1's kernel panicked (L1's or the emulator's failure, not ours); running L1 again")
 			continue
 		}
+		if r.L1LockedUp() {
+			logf("L1's kernel reported a CPU locked up (L1's or the emulator's failure, not ours); running L1 again; registers:\n%s", r.Registers)
+			continue
+		}
 		logf("L1 froze, heartbeat and all (the emulator's or L1 kernel's failure, not ours); registers:\n%s", r.Registers)
 	}
 	return runs, nil
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)

@@ -234,10 +234,24 @@ func (t *Tap) ReadPacket(iov ...[]byte) (int, error) {
 	if err == nil {
 		err = opErr
 	}
+	if err == unix.EAGAIN {
+		// The common case on every receive burst's last read: no
+		// wrapping, so no allocation.
+		return 0, err
+	}
 	if err != nil {
 		return 0, fmt.Errorf("tap %s: read: %w", t.name, err)
 	}
 	return n, nil
+}
+
+// ReadFD returns the tap's fd for an event loop to poll for readability
+// (the loop duplicates it; reads still go through ReadPacket). It is valid
+// until Close, and -1 after.
+func (t *Tap) ReadFD() int {
+	fd := -1
+	t.raw.Control(func(f uintptr) { fd = int(f) })
+	return fd
 }
 
 // WritePacket writes one frame, vnet header first, gathered from the

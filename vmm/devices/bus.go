@@ -11,7 +11,7 @@ import (
 // Device is a register block on the port-I/O or MMIO bus. Offsets are
 // relative to the base the device was inserted at; len(data) is 1, 2, 4 or 8.
 //
-// Read and Write are called only from the VM's event loop goroutine, so a
+// Read and Write are called only from device code (under the VM's device lock), so a
 // device needs no lock for state that only they touch.
 type Device interface {
 	Read(offset uint64, data []byte)
@@ -30,9 +30,10 @@ type busRange struct {
 	name       string
 }
 
-// Bus maps address ranges to devices. It is used only from the VM's event
-// loop goroutine (vCPU exits are forwarded there), so it needs no lock, and a
-// PCI BAR that the guest moves can be re-inserted while the VM runs.
+// Bus maps address ranges to devices. It is used only as device code
+// (under the VM's device lock: a vCPU's exit takes it), so it needs no
+// lock of its own, and a PCI BAR that the guest moves can be re-inserted
+// while the VM runs.
 type Bus struct {
 	ranges []busRange // sorted by base, non-overlapping
 }

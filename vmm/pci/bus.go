@@ -39,7 +39,7 @@ const (
 
 // Bus is PCI bus 0. It is a devices.Device for the eight ports at
 // layout.PCIConfAddr and owns BAR placement in the window starting at
-// layout.PCIMMIOStart. It is used only on the event loop goroutine.
+// layout.PCIMMIOStart. It is used only as device code (under the event loop's device lock).
 type Bus struct {
 	mmio    *devices.Bus
 	slots   [NumSlots]Device

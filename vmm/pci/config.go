@@ -77,7 +77,7 @@ type bar struct {
 // reads back, the size bits and the type bits read as zero, which is the
 // size mask the guest is looking for.
 //
-// A ConfigSpace is used only on the event loop goroutine.
+// A ConfigSpace is used only as device code (under the event loop's device lock).
 type ConfigSpace struct {
 	data     [ConfigSize]byte
 	writable [ConfigSize]byte

@@ -25,7 +25,9 @@ type Interrupter interface {
 }
 
 // Device is a virtio device model behind a transport (virtio-pci here).
-// Every method is called on the event loop goroutine.
+// Every method is called with the event loop's device lock held (on the
+// loop's thread, or on a vCPU thread for that vCPU's own access), never
+// concurrently.
 type Device interface {
 	// Type is the virtio device ID (IDNet, IDBlock).
 	Type() uint16

@@ -14,7 +14,7 @@ type MSIController interface {
 
 // NotifyHub turns guest queue notifications into calls on the event loop.
 // RegisterIOEvent asks KVM for an ioeventfd on a 2- or 4-byte MMIO write to
-// addr; onKick then runs on the event loop goroutine each time the guest
+// addr; onKick then runs as device code (under the event loop's device lock) each time the guest
 // writes there. The returned function removes the registration.
 //
 // A transport must still handle a plain MMIO write to the same address
@@ -24,10 +24,21 @@ type NotifyHub interface {
 	RegisterIOEvent(addr uint64, size int, onKick func()) (unregister func(), err error)
 }
 
-// Loop lets a device run work on the event loop goroutine from elsewhere
-// (for example a goroutine that waited for a tap fd to become readable).
+// Loop lets a device run work on the event loop from elsewhere (a timer,
+// a goroutine that waited for something).
 type Loop interface {
 	Post(fn func())
+}
+
+// FDWatcher lets a device have the event loop wait for an fd itself: fn
+// runs on the loop each time fd may have become readable. It is
+// edge-triggered: after fn has read the fd empty, the next arrival calls
+// it again; fn left something unread, nothing calls it until more
+// arrives. A watch made while the fd is readable calls fn soon. The fd
+// stays the caller's; stop ends the watch (from any goroutine, or from
+// device code).
+type FDWatcher interface {
+	WatchReadable(fd int, fn func()) (stop func(), err error)
 }
 
 // Env is everything of the machine a virtio device may touch.
@@ -36,4 +47,7 @@ type Env struct {
 	MSI    MSIController
 	Notify NotifyHub
 	Loop   Loop
+	// Watch is optional: without it, devices wait for fds in goroutines
+	// of their own and post to Loop.
+	Watch FDWatcher
 }

@@ -23,7 +23,7 @@ const (
 )
 
 // msixTable holds the table and pending bits of one function. It is used
-// only on the event loop goroutine.
+// only as device code (under the event loop's device lock).
 type msixTable struct {
 	entries []byte   // msixEntrySize bytes per vector, as the guest sees them
 	pending []uint64 // one bit per vector

@@ -57,7 +57,7 @@ var (
 
 // Queue is one split virtqueue as the driver configured it (virtio 1.x, 2.7).
 //
-// A Queue is used only on the event loop goroutine. The guest writes the
+// A Queue is used only as device code (under the event loop's device lock). The guest writes the
 // same rings concurrently from its vCPUs, so every field read from guest
 // memory is read once and treated as hostile.
 type Queue struct {

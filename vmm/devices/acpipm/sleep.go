@@ -36,7 +36,7 @@ type Config struct {
 }
 
 // SleepRegisters are the sleep control and status registers. Read and Write
-// must be called on the VM's event loop goroutine; Metrics from any.
+// must be called as device code (under the VM's device lock); Metrics from any.
 type SleepRegisters struct {
 	powerOff func()
 

@@ -78,7 +78,7 @@ type Config struct {
 }
 
 // RTC is the emulated MC146818 and CMOS RAM. Read and Write must be called
-// on the VM's event loop goroutine.
+// as device code (under the VM's device lock).
 type RTC struct {
 	now    func() time.Time
 	index  byte

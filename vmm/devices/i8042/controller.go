@@ -83,7 +83,7 @@ type Config struct {
 }
 
 // Controller is the emulated i8042 and the keyboard behind it. All methods
-// except Metrics must be called on the VM's event loop goroutine.
+// except Metrics must be called as device code (under the VM's device lock).
 type Controller struct {
 	irq   devices.Line
 	reset func()

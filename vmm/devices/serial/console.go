@@ -7,7 +7,7 @@ package serial
 // when Config.RXSpace runs; nothing is dropped inside the UART.
 //
 // Enqueue raises the received-data interrupt if the guest enabled it. It
-// must be called on the event loop goroutine.
+// must be called as device code (under the event loop's device lock).
 func (u *UART) Enqueue(p []byte) int {
 	if u.mcr&mcrLoop != 0 {
 		return 0

@@ -27,7 +27,7 @@ import (
 // Config is what the VMM gives a UART.
 type Config struct {
 	// Output receives every byte the guest transmits, one Write call per
-	// THR write, on the event loop goroutine. It must not block: the event
+	// THR write, as device code (under the event loop's device lock). It must not block: the event
 	// loop (and with it every device of the VM) waits for Write to return.
 	// A writer that feeds slow consumers (a terminal, a socket client) must
 	// queue or drop on its own. A Write error is counted and the byte is
@@ -43,7 +43,7 @@ type Config struct {
 }
 
 // UART is one emulated 16550A. All methods except Metrics must be called on
-// the VM's event loop goroutine; they never block except inside
+// device code (under the VM's device lock); they never block except inside
 // Config.Output.Write.
 type UART struct {
 	out     io.Writer

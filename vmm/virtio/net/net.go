@@ -84,7 +84,9 @@ const (
 // ReadPacket and WritePacket are called on the event loop and must not
 // block; ReadPacket returns an error matching syscall.EAGAIN when nothing is
 // queued. WaitReadable is called from the device's waiting goroutine, while
-// the loop may be writing.
+// the loop may be writing. A backend that also has a ReadFD() int method
+// (a tap) is watched by the event loop itself through that fd instead, and
+// WaitReadable is not used.
 type Backend interface {
 	ReadPacket(iov ...[]byte) (int, error)
 	WritePacket(iov ...[]byte) (int, error)
@@ -121,7 +123,7 @@ type Device struct {
 	mergeable bool   // MRG_RXBUF negotiated
 	offloads  uint   // tap offloads currently set
 	epoch     uint64 // bumped by Reset, so work posted before it is ignored
-	waiter    *readWaiter
+	waiter    rxWaiter
 	rx        rxState
 	tx        txState
 }
@@ -203,8 +205,12 @@ func (d *Device) Activate(env virtio.Env, features uint64, queues []*virtio.Queu
 	if d.rxq != nil {
 		// Frames may already be queued on the tap: the first wait
 		// returns at once if so.
-		d.waiter = startReadWaiter(d.backend, env.Loop, d.epoch, d.onReadable)
-		d.waiter.arm()
+		w, err := startWaiter(d.backend, env, d.epoch, d.onReadable)
+		if err != nil {
+			d.Reset()
+			return fmt.Errorf("virtio-net: activate: %w", err)
+		}
+		d.waiter = w
 	}
 	return nil
 }

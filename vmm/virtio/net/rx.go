@@ -13,9 +13,11 @@ import (
 
 // The receive path is event-driven from end to end:
 //
-//  1. A goroutine (readWaiter) parks in the Go poller until the tap is
-//     readable, then posts onReadable to the event loop and parks on its
-//     wake channel. It never reads.
+//  1. The event loop's thread watches the tap's fd in its own epoll set
+//     and calls onReadable when frames arrive (loopWaiter). Backends
+//     without an fd, or a loop without fd watching, get a goroutine
+//     instead (goWaiter): it parks in the Go poller until the backend is
+//     readable, then posts onReadable to the loop. Neither ever reads.
 //  2. On the loop, receive takes receive chains from the guest, reads a frame
 //     with one readv straight into their buffers, returns them on the used
 //     ring, and repeats until the tap is empty (EAGAIN). Then it re-arms
@@ -143,7 +145,7 @@ func (d *Device) receive() {
 			return
 		}
 	}
-	d.waiter.arm()
+	d.waiter.again()
 }
 
 // takeChains takes receive chains from the queue until the held chains can
@@ -335,19 +337,66 @@ func scatter(bufs [][]byte, off int, src []byte) int {
 	return done
 }
 
-// readWaiter is the goroutine that waits for the backend to become
+// rxWaiter waits for the backend to become readable on the device's
+// behalf; every wait ends in a call of onReadable on the loop.
+type rxWaiter interface {
+	// arm waits for the next arrival: receive read the backend empty.
+	arm()
+	// again calls onReadable again soon, after other work on the loop:
+	// receive stopped after a burst with frames still queued.
+	again()
+	// stop ends the waiter; a call already posted is ignored by epoch.
+	stop()
+}
+
+// fdBackend is a Backend with an fd that polls readable when a frame is
+// queued (a tap).
+type fdBackend interface {
+	ReadFD() int
+}
+
+// startWaiter picks the waiter for the backend and the environment, and
+// has it look at the backend once (frames may be queued already).
+func startWaiter(b Backend, env virtio.Env, epoch uint64, onReadable func(uint64, error)) (rxWaiter, error) {
+	if fb, ok := b.(fdBackend); ok && env.Watch != nil {
+		w := &loopWaiter{loop: env.Loop, fn: func() { onReadable(epoch, nil) }}
+		stop, err := env.Watch.WatchReadable(fb.ReadFD(), w.fn)
+		if err != nil {
+			return nil, err
+		}
+		w.cancel = stop
+		return w, nil
+	}
+	w := startGoWaiter(b, env.Loop, epoch, onReadable)
+	w.arm()
+	return w, nil
+}
+
+// loopWaiter has the event loop's thread watch the backend's fd
+// (edge-triggered), so a frame reaches receive with no goroutine between.
+type loopWaiter struct {
+	loop   virtio.Loop
+	fn     func()
+	cancel func()
+}
+
+func (w *loopWaiter) arm()   {} // the next frame's edge calls fn
+func (w *loopWaiter) again() { w.loop.Post(w.fn) }
+func (w *loopWaiter) stop()  { w.cancel() }
+
+// goWaiter is the goroutine that waits for the backend to become
 // readable. arm lets it wait once more; every wait ends in exactly one call
 // of onReadable posted to the loop, unless stop came first.
-type readWaiter struct {
+type goWaiter struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 }
 
-// startReadWaiter starts the goroutine, unarmed. It may be called only on
+// startGoWaiter starts the goroutine, unarmed. It may be called only on
 // the loop.
-func startReadWaiter(b Backend, loop virtio.Loop, epoch uint64, onReadable func(uint64, error)) *readWaiter {
+func startGoWaiter(b Backend, loop virtio.Loop, epoch uint64, onReadable func(uint64, error)) *goWaiter {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &readWaiter{wake: make(chan struct{}, 1), cancel: cancel}
+	w := &goWaiter{wake: make(chan struct{}, 1), cancel: cancel}
 	go func() {
 		for {
 			select {
@@ -369,14 +418,17 @@ func startReadWaiter(b Backend, loop virtio.Loop, epoch uint64, onReadable func(
 }
 
 // arm asks for one more wait. Arming an armed waiter does nothing.
-func (w *readWaiter) arm() {
+func (w *goWaiter) arm() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
 }
 
+// again waits once more; WaitReadable returns at once if frames are queued.
+func (w *goWaiter) again() { w.arm() }
+
 // stop ends the goroutine soon; a post already under way is ignored by its
 // epoch. It does not wait: the goroutine may be blocked posting to the very
 // loop that calls stop.
-func (w *readWaiter) stop() { w.cancel() }
+func (w *goWaiter) stop() { w.cancel() }
