@@ -86,10 +86,12 @@ func (r *Run) L1KernelPanicked() bool {
 	return !r.Ended && !r.Stalled && !r.TimedOut && strings.Contains(r.Console, "Kernel panic - not syncing")
 }
 
-// lockupMarkers are what L1's kernel prints when one of its CPUs has been
+// lockupRE matches what L1's kernel prints when one of its CPUs has been
 // stuck in kernel mode, not scheduling, for over 20 s (the soft lockup
-// watchdog) or not even taking interrupts (the hard lockup one).
-var lockupMarkers = []string{"watchdog: BUG: soft lockup", "Watchdog detected hard LOCKUP"}
+// watchdog) or not even taking interrupts (the hard lockup one). Only at
+// the start of a line: an L2 guest's console quoted in a test's failure
+// message is indented, and an L2 kernel's lock-up is not L1's.
+var lockupRE = regexp.MustCompile(`(?m)^\r?\[ *[0-9]+\.[0-9]+\] (watchdog: BUG: soft lockup|.*Watchdog detected hard LOCKUP)`)
 
 // L1LockedUp reports a third failure proven not to be ours: L1's kernel
 // saw one of its CPUs stuck in kernel mode. A user-space program (gureum
@@ -216,17 +218,19 @@ func RunL1(ctx context.Context, cfg RunConfig) (*Run, error) {
 		// QEMU leads its own process group; its pid is the group id.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
-	scanned := 0 // console bytes already searched for lockup reports
+	scanned := 0 // console bytes already searched for lock-up reports
 wait:
 	for {
 		select {
 		case <-grew:
 			mu.Lock()
-			from := max(0, scanned-64) // a marker may straddle two reads
-			tail := console.String()[from:]
-			scanned = console.Len()
+			all := console.Bytes()
+			// From the start of the line the last search ended in: a
+			// report may straddle two reads, and must begin a line.
+			locked := lockupRE.Match(all[bytes.LastIndexByte(all[:scanned], '\n')+1:])
+			scanned = len(all)
 			mu.Unlock()
-			if containsAny(tail, lockupMarkers) {
+			if locked {
 				r.Lockup = true
 				r.Registers = monitorCommand(mon, "info registers -a")
 				kill()
@@ -299,15 +303,6 @@ func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any
 		logf("L1 froze, heartbeat and all (the emulator's or L1 kernel's failure, not ours); registers:\n%s", r.Registers)
 	}
 	return runs, nil
-}
-
-func containsAny(s string, subs []string) bool {
-	for _, sub := range subs {
-		if strings.Contains(s, sub) {
-			return true
-		}
-	}
-	return false
 }
 
 var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
