@@ -151,8 +151,8 @@ func (l *eventLoop) run() {
 // its P (300 futex calls, 4,900 switches) and answers pings 5–15 %
 // sooner (docs/benchmarks.md), but under the nested test host it went
 // with more failures: two L1 freezes, and two L2 guests that hung or
-// locked up, in 8 runs, against none of the L2 kind in 9 runs without it
-// (docs/nested.md). Until that is understood, the loop does not yield.
+// locked up, in 8 runs, against none of the L2 kind in 13 runs without
+// it (docs/nested.md). Until that is understood, the loop does not yield.
 func (l *eventLoop) wait(events []unix.EpollEvent, block bool) (int, error) {
 	timeout := 0
 	if block {

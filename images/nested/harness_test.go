@@ -182,6 +182,7 @@ func TestRunL1Outcomes(t *testing.T) {
 		{"L1's kernel panicked during the tests: retried once", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; echo "[  103.98] Kernel panic - not syncing: corrupted stack end detected inside scheduler"`, 2, false, false, 0, "QEMU ended"},
 		{"L1's kernel reported a soft lockup, its heartbeat stopped: ended at once and retried once", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; echo "` + MarkerAlive + ` uptime=5"; echo "[   48.63] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [gureum-vmm:167]"; while true; do sleep 0.5; echo "[   76.63] watchdog: BUG: soft lockup - CPU#1 stuck for 52s! [gureum-vmm:167]"; done`, 2, false, false, 0, "locked up"},
 		{"an L2 guest's soft lockup quoted in a test failure is not L1's: not retried", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; echo "        [   56.41] watchdog: BUG: soft lockup - CPU#1 stuck for 52s! [init:1]"; echo "--- FAIL: TestA (150.00s)"; echo "` + MarkerTestsEnd + ` status=1"`, 1, false, true, 1, "status 1"},
+		{"L1's machine reset silently during the tests: retried once", `echo "` + MarkerTestsBegin + `"; echo "=== RUN   TestA"; echo "` + MarkerAlive + ` uptime=5"; exit 0`, 2, false, false, 0, "reset"},
 		{"QEMU died early: not retried", `echo "qemu: could not load kernel" >&2; exit 1`, 1, false, false, 0, "QEMU ended"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

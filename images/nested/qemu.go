@@ -102,8 +102,21 @@ var lockupRE = regexp.MustCompile(`(?m)^\r?\[ *[0-9]+\.[0-9]+\] (watchdog: BUG: 
 // rather than at its timeout.
 func (r *Run) L1LockedUp() bool { return r.Lockup && !r.Ended }
 
+// L1Reset reports a fourth: QEMU ended normally before L1's /init printed
+// its end marker, with no panic on the console. Under -no-reboot QEMU ends
+// when L1's machine resets or powers off. The only program in L1 that
+// powers it off is its /init, after the marker, and nothing of gureum
+// calls reboot(2); so L1's kernel reset the machine without a word (a
+// triple fault) or the emulator did. Seen once, in a CI run on
+// 2026-11-27 during TestLinuxGuestEnds/cloud/poweroff.
+func (r *Run) L1Reset() bool {
+	return r.Exit == nil && !r.Ended && !r.Stalled && !r.TimedOut && !r.Lockup && !r.L1KernelPanicked()
+}
+
 // Retryable reports whether the run failed in a way proven not to be ours.
-func (r *Run) Retryable() bool { return r.EmulatorFroze() || r.L1KernelPanicked() || r.L1LockedUp() }
+func (r *Run) Retryable() bool {
+	return r.EmulatorFroze() || r.L1KernelPanicked() || r.L1LockedUp() || r.L1Reset()
+}
 
 // Summary is a one-line account of the run for logs and failures.
 func (r *Run) Summary() string {
@@ -119,6 +132,8 @@ func (r *Run) Summary() string {
 		what = "timed out"
 	case r.Lockup:
 		what = "L1's kernel reported a CPU locked up"
+	case r.L1Reset():
+		what = "L1's machine reset (QEMU ended with status 0) before the tests ended"
 	default:
 		what = fmt.Sprintf("QEMU ended (%v) before the tests ended", r.Exit)
 	}
@@ -278,8 +293,8 @@ wait:
 }
 
 // RunL1WithRetry runs L1 and, only if L1 froze (EmulatorFroze), its
-// kernel panicked (L1KernelPanicked) or reported a lockup (L1LockedUp),
-// runs it once more. It returns every attempt, the last one first.
+// kernel panicked (L1KernelPanicked), reported a lockup (L1LockedUp) or
+// reset its machine silently (L1Reset), runs it once more. It returns every attempt, the last one first.
 func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any)) ([]*Run, error) {
 	var runs []*Run
 	for attempt := 1; attempt <= 2; attempt++ {
@@ -294,6 +309,10 @@ func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any
 		}
 		if r.L1KernelPanicked() {
 			logf("L1's kernel panicked (L1's or the emulator's failure, not ours); running L1 again")
+			continue
+		}
+		if r.L1Reset() {
+			logf("L1's machine reset without a word before the tests ended (L1's or the emulator's failure, not ours); running L1 again")
 			continue
 		}
 		if r.L1LockedUp() {

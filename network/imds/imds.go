@@ -162,7 +162,9 @@ func (h *Handler) mac(expiry []byte, instanceID string) []byte {
 }
 
 func (h *Handler) validToken(tok, instanceID string) bool {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
+	// Strict: the unused low bits of the last character must be zero, so
+	// one token has one spelling.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
 	if err != nil || len(b) != 8+sha256.Size {
 		return false
 	}

@@ -95,8 +95,19 @@ func TestMetadataPathsAndTokens(t *testing.T) {
 	if code, _ := do(h, addrB, "GET", "/latest/meta-data/instance-id", auth); code != 401 {
 		t.Errorf("B with A's token: %d, want 401", code)
 	}
-	if code, _ := do(h, addrA, "GET", "/latest/meta-data/instance-id", map[string]string{HeaderToken: tok[:len(tok)-2] + "xx"}); code != 401 {
-		t.Errorf("forged token: %d, want 401", code)
+	// Forged: one character of the MAC changed, or only the unused low
+	// bits of the last character set.
+	last := strings.IndexByte(b64url, tok[len(tok)-1])
+	for _, forged := range []string{
+		tok[:20] + string(b64url[(strings.IndexByte(b64url, tok[20])+1)%64]) + tok[21:],
+		tok[:len(tok)-1] + string(b64url[last|1]),
+	} {
+		if forged == tok {
+			t.Fatalf("forged token %q equals the real one", forged)
+		}
+		if code, _ := do(h, addrA, "GET", "/latest/meta-data/instance-id", map[string]string{HeaderToken: forged}); code != 401 {
+			t.Errorf("forged token %q (real %q): %d, want 401", forged, tok, code)
+		}
 	}
 	// B allows v1, and sees only itself; B has no user data.
 	if code, body := do(h, addrB, "GET", "/latest/meta-data/instance-id", nil); code != 200 || body != "i-bbbb" {
@@ -180,3 +191,6 @@ func TestMetadataInVPC(t *testing.T) {
 		t.Fatalf("user-data: %d %q", code, body)
 	}
 }
+
+// b64url is the alphabet of base64.RawURLEncoding, in value order.
+const b64url = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
