@@ -151,7 +151,8 @@ func (l *eventLoop) run() {
 // its P (300 futex calls, 4,900 switches) and answers pings up to 15 %
 // sooner (docs/benchmarks.md), but under the nested test host it went
 // with more failures: three L2 guests that hung or locked up in 12 runs,
-// against one in 17 runs without it (docs/nested.md). Until that is understood, the loop does not yield.
+// against one in 19 runs without it (docs/nested.md). Until that is
+// understood, the loop does not yield.
 func (l *eventLoop) wait(events []unix.EpollEvent, block bool) (int, error) {
 	timeout := 0
 	if block {
