@@ -162,6 +162,17 @@ func StartVMM(t testing.TB, o Options) *VMM {
 		select {
 		case <-v.exited:
 		default:
+			if t.Failed() {
+				// The test failed with the VMM still running: SIGQUIT
+				// makes Go print every goroutine's stack before it
+				// exits, which tells a VMM stuck somewhere from a guest
+				// that does not get on.
+				v.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-v.exited:
+				case <-time.After(5 * time.Second):
+				}
+			}
 			v.cmd.Process.Kill()
 			<-v.exited
 		}
