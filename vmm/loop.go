@@ -18,10 +18,10 @@ import (
 // the ioeventfds that carry the guest's queue kicks, the taps' receive
 // sides, and an eventfd that wakes it for work posted from other
 // goroutines (API requests, timers). When an fd becomes ready the kernel
-// wakes that thread, which runs the device's function itself, at once. Nothing else is in
-// between: no goroutine is woken and no Go scheduler hand-over happens on
-// the path from a kick to the device and on to the guest's interrupt,
-// which is the path that decides I/O latency. (QEMU's main loop and
+// wakes that thread, which runs the device's function itself, at once.
+// Nothing else is in between: no goroutine is woken and no Go scheduler
+// hand-over happens on the path from a kick to the device and on to the
+// guest's interrupt, which is the path that decides I/O latency. (QEMU's main loop and
 // Firecracker's event manager are built the same way: one thread, one
 // poll set.)
 //
@@ -151,7 +151,7 @@ func (l *eventLoop) run() {
 // its P (300 futex calls, 4,900 switches) and answers pings up to 15 %
 // sooner (docs/benchmarks.md), but under the nested test host it went
 // with more failures: three L2 guests that hung or locked up in 12 runs,
-// against one in 19 runs without it (docs/nested.md). Until that is
+// against two in 22 runs without it (docs/nested.md). Until that is
 // understood, the loop does not yield.
 func (l *eventLoop) wait(events []unix.EpollEvent, block bool) (int, error) {
 	timeout := 0
@@ -247,8 +247,7 @@ func (l *eventLoop) remove(w *fdWatch) {
 	l.wmu.Unlock()
 	l.mu.Lock()
 	ended := l.stopped
-	wake := l.sleeping
-	l.sleeping = false
+	wake := l.takeSleeping()
 	l.mu.Unlock()
 	if ended {
 		l.closeRemoved()
@@ -258,6 +257,15 @@ func (l *eventLoop) remove(w *fdWatch) {
 }
 
 var eventfdAdd1 = [8]byte{1}
+
+// takeSleeping reports whether the thread is (about to be) asleep and so
+// must be woken, and clears the flag so that one wake-up is sent, not
+// one per caller. l.mu must be held.
+func (l *eventLoop) takeSleeping() bool {
+	wake := l.sleeping
+	l.sleeping = false
+	return wake
+}
 
 func (l *eventLoop) wake() { unix.Write(l.wakefd, eventfdAdd1[:]) }
 
@@ -271,8 +279,7 @@ func (l *eventLoop) Post(fn func()) bool {
 		return false
 	}
 	l.queue = append(l.queue, fn)
-	wake := l.sleeping
-	l.sleeping = false
+	wake := l.takeSleeping()
 	l.mu.Unlock()
 	if wake {
 		l.wake()

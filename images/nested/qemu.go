@@ -113,10 +113,24 @@ func (r *Run) L1Reset() bool {
 	return r.Exit == nil && !r.Ended && !r.Stalled && !r.TimedOut && !r.Lockup && !r.L1KernelPanicked()
 }
 
-// Retryable reports whether the run failed in a way proven not to be ours.
-func (r *Run) Retryable() bool {
-	return r.EmulatorFroze() || r.L1KernelPanicked() || r.L1LockedUp() || r.L1Reset()
+// notOurs names the failure when the run failed in one of the ways above,
+// proven not to be ours, and is "" otherwise.
+func (r *Run) notOurs() string {
+	switch {
+	case r.EmulatorFroze():
+		return "L1 froze, heartbeat and all"
+	case r.L1KernelPanicked():
+		return "L1's kernel panicked"
+	case r.L1LockedUp():
+		return "L1's kernel reported a CPU locked up"
+	case r.L1Reset():
+		return "L1's machine reset without a word before the tests ended"
+	}
+	return ""
 }
+
+// Retryable reports whether the run failed in a way proven not to be ours.
+func (r *Run) Retryable() bool { return r.notOurs() != "" }
 
 // Summary is a one-line account of the run for logs and failures.
 func (r *Run) Summary() string {
@@ -292,9 +306,10 @@ wait:
 	return r, nil
 }
 
-// RunL1WithRetry runs L1 and, only if L1 froze (EmulatorFroze), its
-// kernel panicked (L1KernelPanicked), reported a lockup (L1LockedUp) or
-// reset its machine silently (L1Reset), runs it once more. It returns every attempt, the last one first.
+// RunL1WithRetry runs L1 and, only if it failed in a way proven not to be
+// ours (L1 froze, its kernel panicked or reported a lock-up, or its
+// machine reset silently), runs it once more. It returns every attempt,
+// the last one first.
 func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any)) ([]*Run, error) {
 	var runs []*Run
 	for attempt := 1; attempt <= 2; attempt++ {
@@ -304,22 +319,18 @@ func RunL1WithRetry(ctx context.Context, cfg RunConfig, logf func(string, ...any
 		}
 		runs = append([]*Run{r}, runs...)
 		logf("L1 run %d: %s", attempt, r.Summary())
-		if !r.Retryable() || ctx.Err() != nil {
+		why := r.notOurs()
+		if why == "" || ctx.Err() != nil {
 			break
 		}
-		if r.L1KernelPanicked() {
-			logf("L1's kernel panicked (L1's or the emulator's failure, not ours); running L1 again")
-			continue
+		next := "; running L1 again"
+		if attempt == 2 {
+			next = ""
 		}
-		if r.L1Reset() {
-			logf("L1's machine reset without a word before the tests ended (L1's or the emulator's failure, not ours); running L1 again")
-			continue
+		if r.Registers != "" {
+			next += "; registers:\n" + r.Registers
 		}
-		if r.L1LockedUp() {
-			logf("L1's kernel reported a CPU locked up (L1's or the emulator's failure, not ours); running L1 again; registers:\n%s", r.Registers)
-			continue
-		}
-		logf("L1 froze, heartbeat and all (the emulator's or L1 kernel's failure, not ours); registers:\n%s", r.Registers)
+		logf("%s (L1's or the emulator's failure, not ours)%s", why, next)
 	}
 	return runs, nil
 }

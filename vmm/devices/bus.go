@@ -11,8 +11,8 @@ import (
 // Device is a register block on the port-I/O or MMIO bus. Offsets are
 // relative to the base the device was inserted at; len(data) is 1, 2, 4 or 8.
 //
-// Read and Write are called only from device code (under the VM's device lock), so a
-// device needs no lock for state that only they touch.
+// Read and Write are called only from device code (under the VM's device
+// lock), so a device needs no lock for state that only they touch.
 type Device interface {
 	Read(offset uint64, data []byte)
 	Write(offset uint64, data []byte)

@@ -14,8 +14,9 @@ type MSIController interface {
 
 // NotifyHub turns guest queue notifications into calls on the event loop.
 // RegisterIOEvent asks KVM for an ioeventfd on a 2- or 4-byte MMIO write to
-// addr; onKick then runs as device code (under the event loop's device lock) each time the guest
-// writes there. The returned function removes the registration.
+// addr; onKick then runs as device code (under the event loop's device
+// lock) each time the guest writes there. The returned function removes
+// the registration.
 //
 // A transport must still handle a plain MMIO write to the same address
 // (before registration, or when registration failed) by calling its own
