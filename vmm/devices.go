@@ -34,6 +34,7 @@ func (v *VM) addLegacyDevices(m *machine) error {
 	v.console.setInput(func(p []byte) { m.loop.Post(func() { in.add(p) }) })
 	m.onCleanup(func() { v.console.setInput(nil) })
 	m.addMetrics("serial0", func() any { return uart.Metrics() })
+	m.addDescriber("serial0", uart)
 
 	// i8042: reset line and Ctrl-Alt-Del.
 	kbdIRQ, err := m.newIRQLine(layout.IRQKeyboard)
@@ -78,6 +79,11 @@ func (c *consoleInput) feed() {
 // on the event loop and returns a struct of uint64 counters.
 func (m *machine) addMetrics(name string, read func() any) {
 	m.devices = append(m.devices, deviceCounters{name: name, read: func() map[string]uint64 { return counterMap(read()) }})
+}
+
+// addDescriber registers a device's state description for DebugState.
+func (m *machine) addDescriber(name string, dev describer) {
+	m.describers = append(m.describers, namedDescriber{name, dev})
 }
 
 // counterMap turns a struct of uint64 counters into a map keyed by the

@@ -54,7 +54,9 @@ type machine struct {
 
 	irqLines []*irqLine
 	devices  []deviceCounters
-	bootedAt time.Time
+	// describers tell their state for DebugState (device code).
+	describers []namedDescriber
+	bootedAt   time.Time
 	// ctrlAltDel presses Ctrl-Alt-Del on the keyboard controller (runs on
 	// the event loop); nil until the i8042 is wired.
 	ctrlAltDelKeys func()

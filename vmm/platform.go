@@ -48,6 +48,7 @@ func (v *VM) addPCIDevices(m *machine) error {
 		// goroutines, such as a tap waiter, before the machine goes.
 		m.onCleanup(func() { m.loop.call(dev.Reset) })
 		m.addMetrics(name+"-transport", func() any { return t.Metrics() })
+		m.addDescriber(name, t)
 		return t, nil
 	}
 	if err := v.addDrives(m, add); err != nil {

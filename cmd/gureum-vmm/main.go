@@ -12,6 +12,11 @@
 // (docs/vmm-api.md). Exit status: 0 guest powered off, 1 VMM or guest
 // failure (crash), 2 bad flags or config, 3 guest rebooted (--no-reboot),
 // 4 stopped from outside (API stop, SIGTERM, SIGINT).
+//
+// SIGQUIT prints the machine's state (each vCPU's registers, pending
+// events and local APIC, the IOAPIC, each device's queues) and every
+// goroutine's stack on stderr, then exits with status 1: the way to see
+// why a guest hangs.
 package main
 
 import (
@@ -181,6 +186,13 @@ func run(args []string) int {
 		}
 	}()
 
+	quit := make(chan os.Signal, 1)
+	signal.Notify(quit, syscall.SIGQUIT)
+	go func() {
+		<-quit
+		dumpAndExit(vm)
+	}()
+
 	end, err := vm.Run()
 	if err != nil {
 		return fail(exitCrash, "%v", err)
@@ -196,4 +208,15 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "gureum-vmm: guest %s: %s\n", end.Kind, end.Reason)
 		return exitCrash
 	}
+}
+
+// dumpAndExit answers SIGQUIT: the machine's state, then every
+// goroutine's stack (what Go prints on SIGQUIT by itself), then exit.
+func dumpAndExit(vm *vmm.VM) {
+	fmt.Fprintln(os.Stderr, "gureum-vmm: SIGQUIT: machine state")
+	vm.DebugState(os.Stderr)
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	fmt.Fprintf(os.Stderr, "gureum-vmm: SIGQUIT: goroutines\n%s\n", buf[:n])
+	os.Exit(exitCrash)
 }

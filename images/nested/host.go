@@ -51,6 +51,7 @@ type HostConfig struct {
 	Flavours    []string // guest kernels to test: "cloud", "generic"
 	TestPackage string   // the Linux-guest tests, e.g. ./vmm/linuxtest
 	TestRun     string   // -test.run pattern inside L1 ("" for all)
+	TestCount   int      // -test.count inside L1 (0 or 1: once)
 	// TestTimeout is go test's -test.timeout inside L1: a hung test
 	// makes the binary panic with every goroutine's stack instead of
 	// silently eating the host's budget.
@@ -125,6 +126,9 @@ func Prepare(ctx context.Context, cfg HostConfig, logf func(string, ...any)) (Ho
 	args := []string{fmt.Sprintf("-test.timeout=%s", cfg.TestTimeout)}
 	if cfg.TestRun != "" {
 		args = append(args, "-test.run="+cfg.TestRun)
+	}
+	if cfg.TestCount > 1 {
+		args = append(args, fmt.Sprintf("-test.count=%d", cfg.TestCount))
 	}
 	l1 := L1Config{
 		Kernel: l1Kernel, Busybox: busybox, Files: files,

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,17 @@ func TestNestedLinuxGuests(t *testing.T) {
 	if !hostHas("mkfs.ext4") || !hostHas("debugfs") {
 		skipOrFail(t, "mkfs.ext4 or debugfs not found (apt package e2fsprogs)")
 	}
+	// GUREUM_NESTED_COUNT=N runs each test N times in the one L1 run (to
+	// hunt a rare failure); the run's timeout grows with N.
+	count := 1
+	if c := os.Getenv("GUREUM_NESTED_COUNT"); c != "" {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 || n > 100 {
+			t.Fatalf("GUREUM_NESTED_COUNT=%q: want a count from 1 to 100", c)
+		}
+		count = n
+	}
+	timeout := nestedTimeout * time.Duration(count)
 	ctx := context.Background()
 	dir := t.TempDir()
 	imageCache, err := ImageCacheDir()
@@ -63,12 +75,13 @@ func TestNestedLinuxGuests(t *testing.T) {
 		Flavours:    []string{"cloud", "generic"},
 		TestPackage: "./vmm/linuxtest",
 		TestRun:     os.Getenv("GUREUM_NESTED_RUN"),
-		TestTimeout: nestedTimeout - time.Minute,
+		TestCount:   count,
+		TestTimeout: timeout - time.Minute,
 	}, t.Logf)
 	if err != nil {
 		t.Fatalf("prepare the nested host: %v", err)
 	}
-	cfg := RunConfig{Kernel: host.L1Kernel, Initrd: host.L1Initrd, Dir: dir, Timeout: nestedTimeout}
+	cfg := RunConfig{Kernel: host.L1Kernel, Initrd: host.L1Initrd, Dir: dir, Timeout: timeout}
 	if testing.Verbose() {
 		// Follow L1 live (go test -v streams it), minus the heartbeat.
 		cfg.Console = &withoutHeartbeat{w: os.Stdout}

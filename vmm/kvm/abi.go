@@ -48,6 +48,8 @@ var (
 	ioctlSetLAPIC            = iow(0x8f, 1024)
 	ioctlSetCPUID2           = iow(0x90, 8)
 	ioctlGetMPState          = ior(0x98, 4)
+	ioctlGetVCPUEvents       = ior(0x9f, 64)
+	ioctlGetIRQChip          = iowr(0x62, 520)
 	ioctlSetMPState          = iow(0x99, 4)
 	ioctlGetTSCKHz           = io(0xa3)
 	ioctlGetStatsFD          = io(0xce)
@@ -336,6 +338,30 @@ const StatsDescSize = 16
 // LAPICState mirrors struct kvm_lapic_state (the xAPIC register page).
 type LAPICState struct {
 	Regs [1024]byte
+}
+
+// VCPUEvents mirrors struct kvm_vcpu_events: the exception, interrupt and
+// NMI a vCPU has pending or is injecting. Read only, for diagnostics.
+type VCPUEvents struct {
+	ExceptionInjected, ExceptionNr, ExceptionHasErrorCode, ExceptionPending uint8
+	ExceptionErrorCode                                                      uint32
+	InterruptInjected, InterruptNr, InterruptSoft, InterruptShadow          uint8
+	NMIInjected, NMIPending, NMIMasked, _                                   uint8
+	SIPIVector                                                              uint32
+	Flags                                                                   uint32
+	SMI                                                                     [4]uint8
+	TripleFaultPending                                                      uint8
+	_                                                                       [26]uint8
+	ExceptionHasPayload                                                     uint8
+	ExceptionPayload                                                        uint64
+}
+
+// IRQChip mirrors struct kvm_irqchip: one in-kernel interrupt controller's
+// state (IRQChipPICMaster, IRQChipPICSlave or IRQChipIOAPIC) as raw bytes.
+type IRQChip struct {
+	ChipID uint32
+	_      uint32
+	Chip   [512]byte
 }
 
 // Offsets in struct kvm_run (the mmap'ed page shared with KVM_RUN).

@@ -62,8 +62,12 @@ func getLAPIC(fd int, l *LAPICState) error {
 func setLAPIC(fd int, l *LAPICState) error {
 	return ioctlPtr(fd, ioctlSetLAPIC, unsafe.Pointer(l))
 }
-func getMPState(fd int, s *uint32) error { return ioctlPtr(fd, ioctlGetMPState, unsafe.Pointer(s)) }
-func setMPState(fd int, s *uint32) error { return ioctlPtr(fd, ioctlSetMPState, unsafe.Pointer(s)) }
+func getVCPUEvents(fd int, e *VCPUEvents) error {
+	return ioctlPtr(fd, ioctlGetVCPUEvents, unsafe.Pointer(e))
+}
+func getIRQChip(fd int, c *IRQChip) error { return ioctlPtr(fd, ioctlGetIRQChip, unsafe.Pointer(c)) }
+func getMPState(fd int, s *uint32) error  { return ioctlPtr(fd, ioctlGetMPState, unsafe.Pointer(s)) }
+func setMPState(fd int, s *uint32) error  { return ioctlPtr(fd, ioctlSetMPState, unsafe.Pointer(s)) }
 func createPIT2(fd int, c *PITConfig) error {
 	return ioctlPtr(fd, ioctlCreatePIT2, unsafe.Pointer(c))
 }

@@ -225,6 +225,16 @@ func (c *VCPU) SetMPState(s uint32) error {
 	return nil
 }
 
+// Events reads the exception, interrupt and NMI state the vCPU carries
+// between exits (for diagnostics).
+func (c *VCPU) Events() (VCPUEvents, error) {
+	var e VCPUEvents
+	if err := getVCPUEvents(c.fd, &e); err != nil {
+		return e, fmt.Errorf("KVM_GET_VCPU_EVENTS: %w", err)
+	}
+	return e, nil
+}
+
 // LAPIC reads the local APIC register page.
 func (c *VCPU) LAPIC() (LAPICState, error) {
 	var l LAPICState

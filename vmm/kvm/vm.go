@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -80,6 +81,30 @@ func (vm *VM) CreatePIT2(flags uint32) error {
 		return fmt.Errorf("KVM_CREATE_PIT2: %w", err)
 	}
 	return nil
+}
+
+// IOAPICState is the in-kernel IOAPIC as KVM_GET_IRQCHIP reports it: the
+// pins' interrupt request bits and their redirection entries (vector in
+// bits 0-7, remote IRR bit 14, trigger mode bit 15, mask bit 16,
+// destination in bits 56-63).
+type IOAPICState struct {
+	IRR   uint32
+	Redir [24]uint64
+}
+
+// IOAPIC reads the in-kernel IOAPIC's state (for diagnostics).
+func (vm *VM) IOAPIC() (IOAPICState, error) {
+	c := IRQChip{ChipID: IRQChipIOAPIC}
+	if err := getIRQChip(vm.fd, &c); err != nil {
+		return IOAPICState{}, fmt.Errorf("KVM_GET_IRQCHIP: %w", err)
+	}
+	// struct kvm_ioapic_state: base_address u64, ioregsel u32, id u32,
+	// irr u32, pad u32, then the redirection table.
+	st := IOAPICState{IRR: binary.LittleEndian.Uint32(c.Chip[16:])}
+	for i := range st.Redir {
+		st.Redir[i] = binary.LittleEndian.Uint64(c.Chip[24+8*i:])
+	}
+	return st, nil
 }
 
 // IRQLine sets the level of an irqchip input (GSI).

@@ -3,6 +3,7 @@ package virtio
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"gureum/vmm/pci"
@@ -477,4 +478,22 @@ func (h barHandler) Write(offset uint64, data []byte) {
 		t.msix.writeTable(off, data)
 		t.deliverPending()
 	}
+}
+
+// DescribeState reports the transport's status, MSI-X state and each
+// queue's ring positions (Queue.Describe). Device code only.
+func (t *PCITransport) DescribeState() string {
+	enabled, fmask := t.msixControl()
+	var b strings.Builder
+	fmt.Fprintf(&b, "status=%#x features=%#x msix enabled=%t function-masked=%t config vector=%d; notifications %d, interrupts %d, errors %d",
+		t.status, t.driverFeatures, enabled, fmask, t.configVector, t.notifications.Load(), t.interrupts.Load(), t.errors.Load())
+	for i := range t.queues {
+		v := t.vectors[i]
+		fmt.Fprintf(&b, "\nqueue %d: vector %d", i, v)
+		if v != NoVector && int(v) < t.msix.vectors() {
+			fmt.Fprintf(&b, " (masked=%t pending=%t)", t.msix.masked(int(v)), t.msix.isPending(int(v)))
+		}
+		fmt.Fprintf(&b, " %s", t.queues[i].Describe(t.env.Mem))
+	}
+	return b.String()
 }

@@ -261,3 +261,31 @@ func (q *Queue) NeedsInterrupt(mem *guestmem.Memory) bool {
 	// when the device passes used_event, and this batch passed it.
 	return now-event-1 < now-old
 }
+
+// Describe reports the ring positions as the device and the driver see
+// them, for diagnosing a stall: a driver's avail.idx ahead of the
+// device's position with no work in flight means a lost kick, a used.idx
+// the driver has not caught up with means a lost interrupt. mem is read
+// once, as always.
+func (q *Queue) Describe(mem *guestmem.Memory) string {
+	if !q.Ready {
+		return "not ready"
+	}
+	s := fmt.Sprintf("size=%d device: next avail %d, next used %d, signalled used %d", q.Size, q.lastAvail, q.nextUsed, q.signalledUsed)
+	if avail, err := mem.Uint16(q.AvailAddr + 2); err == nil {
+		flags, _ := mem.Uint16(q.AvailAddr)
+		s += fmt.Sprintf("; driver: avail.idx %d, avail.flags %#x", avail, flags)
+	}
+	if used, err := mem.Uint16(q.UsedAddr + 2); err == nil {
+		s += fmt.Sprintf(", used.idx %d", used)
+	}
+	if q.eventIdx {
+		usedEvent, _ := mem.Uint16(q.AvailAddr + 4 + 2*uint64(q.Size))
+		availEvent, _ := mem.Uint16(q.UsedAddr + 4 + 8*uint64(q.Size))
+		s += fmt.Sprintf(", used_event %d, avail_event %d", usedEvent, availEvent)
+	}
+	if q.broken || q.errors != 0 {
+		s += fmt.Sprintf("; broken=%t errors=%d", q.broken, q.errors)
+	}
+	return s
+}

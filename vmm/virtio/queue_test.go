@@ -350,3 +350,23 @@ func TestPopOnDisabledQueue(t *testing.T) {
 		t.Fatalf("pop on disabled queue: %v %v", ok, err)
 	}
 }
+
+// Describe shows a chain the driver published and the device has not
+// taken (a lost kick looks like this), then the device caught up.
+func TestDescribe(t *testing.T) {
+	mem, r, q := newQueue(t, 8)
+	r.AddChain(virtiotest.Seg{Addr: 0x10000, Len: 4})
+	want := "size=8 device: next avail 0, next used 0, signalled used 0; driver: avail.idx 1, avail.flags 0x0, used.idx 0"
+	if got := q.Describe(mem); got != want {
+		t.Fatalf("before pop:\n got %s\nwant %s", got, want)
+	}
+	c, _, _ := q.Pop(mem)
+	q.Push(mem, c.Head, 0)
+	want = "size=8 device: next avail 1, next used 1, signalled used 0; driver: avail.idx 1, avail.flags 0x0, used.idx 1"
+	if got := q.Describe(mem); got != want {
+		t.Fatalf("after push:\n got %s\nwant %s", got, want)
+	}
+	if got := (&virtio.Queue{}).Describe(mem); got != "not ready" {
+		t.Fatalf("unconfigured queue: %s", got)
+	}
+}

@@ -19,6 +19,7 @@
 package serial
 
 import (
+	"fmt"
 	"io"
 
 	"gureum/vmm/devices"
@@ -282,4 +283,12 @@ func (u *UART) noteModemChange(before, after byte) {
 	if before&msrRI != 0 && after&msrRI == 0 {
 		u.msrDelta |= msrTERI // trailing edge only, as on the chip
 	}
+}
+
+// DescribeState reports the registers and interrupt state, for diagnosing
+// a guest whose console stalls: an output level that is high with no
+// interrupt taken by the guest means the edge was lost.
+func (u *UART) DescribeState() string {
+	return fmt.Sprintf("ier=%#x lcr=%#x mcr=%#x fcr=%#x rx=%d thre_pending=%t overrun=%t pending_iir=%#x irq_level=%t interrupts=%d",
+		u.ier, u.lcr, u.mcr, u.fcr, u.rx.len(), u.thrEmptyPending, u.overrun, u.pendingInterrupt(), u.irqLevel, u.counters.interrupts.Load())
 }
