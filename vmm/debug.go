@@ -60,24 +60,7 @@ func (m *machine) describeVCPUs(w io.Writer) {
 	wasPaused := m.paused
 	m.runMu.Unlock()
 	if !wasPaused {
-		m.runMu.Lock()
-		m.paused = true
-		m.runMu.Unlock()
-		for _, r := range m.vcpus {
-			r.pauseReq.Store(true)
-			r.kick()
-		}
-		deadline := time.After(debugWait)
-	wait:
-		for _, r := range m.vcpus {
-			select {
-			case <-r.parked:
-			case <-m.loop.done:
-				break wait
-			case <-deadline:
-				break wait
-			}
-		}
+		m.pause(debugWait)
 		defer m.resume()
 	}
 	for _, r := range m.vcpus {

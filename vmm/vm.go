@@ -277,7 +277,7 @@ func (v *VM) Do(a Action, shutdownTimeout time.Duration) error {
 	}
 	switch a {
 	case ActionPause:
-		m.pause()
+		m.pause(5 * time.Second)
 		v.setState(StatePaused)
 	case ActionResume:
 		m.resume()
@@ -330,8 +330,10 @@ func (v *VM) setState(s State) {
 	v.mu.Unlock()
 }
 
-// pause takes every vCPU out of the guest and waits until all are parked.
-func (m *machine) pause() {
+// pause takes every vCPU out of the guest and waits until all are parked,
+// for at most wait: a vCPU stuck in a device access cannot park yet (it
+// parks at its next exit), and the pause is reported all the same.
+func (m *machine) pause(wait time.Duration) {
 	m.runMu.Lock()
 	m.paused = true
 	m.runMu.Unlock()
@@ -339,13 +341,15 @@ func (m *machine) pause() {
 		r.pauseReq.Store(true)
 		r.kick()
 	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
 	for _, r := range m.vcpus {
 		select {
 		case <-r.parked:
 		case <-m.loop.done:
-		case <-time.After(5 * time.Second):
-			// A vCPU stuck in a forwarded exit cannot park; it will
-			// park at its next exit. Report the pause anyway.
+			return
+		case <-deadline.C:
+			return
 		}
 	}
 }
