@@ -141,6 +141,7 @@ func Prepare(ctx context.Context, cfg HostConfig, logf func(string, ...any)) (Ho
 			EnvGuests:            l1GuestsDir,
 			EnvInsideL1:          "1",
 			"GUREUM_REQUIRE_KVM": "1",
+			"GUREUM_KVM_TRACE":   "1", // vmmtest.EnvKVMTrace: KVM trace tails in failures
 		},
 	}
 	h := Host{L1Kernel: l1Kernel.Vmlinuz, L1Initrd: filepath.Join(cfg.Dir, "l1-initramfs.cpio")}

@@ -128,6 +128,10 @@ func StartVMM(t testing.TB, o Options) *VMM {
 		args = append([]string{"netns", "exec", o.NetNS, bin}, args...)
 		bin = "ip"
 	}
+	var trace *kvmTrace
+	if os.Getenv(EnvKVMTrace) == "1" {
+		trace = startKVMTrace(t)
+	}
 	v.cmd = exec.Command(bin, args...)
 	pr, pw := io.Pipe()
 	v.cmd.Stdout = pw
@@ -159,18 +163,23 @@ func StartVMM(t testing.TB, o Options) *VMM {
 		close(v.exited)
 	}()
 	t.Cleanup(func() {
+		if trace != nil {
+			// Before the SIGQUIT below: its kicks are not the guest's.
+			trace.stop()
+		}
 		select {
 		case <-v.exited:
 		default:
 			if t.Failed() {
 				// The test failed with the VMM still running: SIGQUIT
-				// makes Go print every goroutine's stack before it
-				// exits, which tells a VMM stuck somewhere from a guest
-				// that does not get on.
+				// makes gureum-vmm print the machine's state and every
+				// goroutine's stack before it exits, which tells a VMM
+				// stuck somewhere from a guest that waits for it or
+				// does not get on by itself.
 				v.cmd.Process.Signal(syscall.SIGQUIT)
 				select {
 				case <-v.exited:
-				case <-time.After(5 * time.Second):
+				case <-time.After(15 * time.Second):
 				}
 			}
 			v.cmd.Process.Kill()
@@ -178,6 +187,9 @@ func StartVMM(t testing.TB, o Options) *VMM {
 		}
 		if t.Failed() {
 			t.Logf("gureum-vmm %s\nconsole and stderr:\n%s", strings.Join(args, " "), v.Output())
+			if trace != nil {
+				t.Logf("KVM trace events, the last %d:\n%s", traceTailLines, trace.tail())
+			}
 		}
 	})
 	return v
