@@ -52,6 +52,10 @@ type HostConfig struct {
 	TestPackage string   // the Linux-guest tests, e.g. ./vmm/linuxtest
 	TestRun     string   // -test.run pattern inside L1 ("" for all)
 	TestCount   int      // -test.count inside L1 (0 or 1: once)
+	// KVMTrace has L1's tests record KVM's trace events and log their
+	// tail when they fail (vmmtest.EnvKVMTrace). Off by default: with it
+	// L1 froze or reset in most runs.
+	KVMTrace bool
 	// TestTimeout is go test's -test.timeout inside L1: a hung test
 	// makes the binary panic with every goroutine's stack instead of
 	// silently eating the host's budget.
@@ -141,8 +145,10 @@ func Prepare(ctx context.Context, cfg HostConfig, logf func(string, ...any)) (Ho
 			EnvGuests:            l1GuestsDir,
 			EnvInsideL1:          "1",
 			"GUREUM_REQUIRE_KVM": "1",
-			"GUREUM_KVM_TRACE":   "1", // vmmtest.EnvKVMTrace: KVM trace tails in failures
 		},
+	}
+	if cfg.KVMTrace {
+		l1.Env["GUREUM_KVM_TRACE"] = "1" // vmmtest.EnvKVMTrace
 	}
 	h := Host{L1Kernel: l1Kernel.Vmlinuz, L1Initrd: filepath.Join(cfg.Dir, "l1-initramfs.cpio")}
 	if err := BuildL1(l1, h.L1Initrd); err != nil {

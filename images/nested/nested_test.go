@@ -76,6 +76,7 @@ func TestNestedLinuxGuests(t *testing.T) {
 		TestPackage: "./vmm/linuxtest",
 		TestRun:     os.Getenv("GUREUM_NESTED_RUN"),
 		TestCount:   count,
+		KVMTrace:    os.Getenv("GUREUM_KVM_TRACE") == "1",
 		TestTimeout: timeout - time.Minute,
 	}, t.Logf)
 	if err != nil {
