@@ -64,6 +64,11 @@ type machine struct {
 
 	unhandledIO, unhandledMMIO atomic.Uint64
 	wg                         sync.WaitGroup
+
+	// anyLengthKicks: KVM takes zero-length MMIO ioeventfds, which match
+	// a write of any width and, on Intel VT-x, skip decoding the guest's
+	// instruction (KVM's "fast MMIO" path), as QEMU uses them.
+	anyLengthKicks bool
 }
 
 // guestEvent records the event that ends this boot; later ones are dropped.
@@ -85,6 +90,9 @@ func newMachine(sys *kvm.System, memMiB uint64) (_ *machine, err error) {
 		return nil, err
 	}
 	m := &machine{loop: loop, events: make(chan event, 1)}
+	if n, _ := sys.CheckExtension(kvm.CapIOEventFDNoLen); n > 0 {
+		m.anyLengthKicks = true
+	}
 	defer func() {
 		if err != nil {
 			m.close()
@@ -182,7 +190,13 @@ func (m *machine) SignalMSI(addr uint64, data uint32) error {
 // guest's write to addr signals an eventfd inside KVM (the vCPU does not
 // leave the kernel), and the event loop's thread, asleep in epoll_wait on
 // that eventfd, wakes and runs onKick.
+//
+// When KVM allows it the ioeventfd has length zero: it then matches a
+// write of any width at addr, not only of size bytes (anyLengthKicks).
 func (m *machine) RegisterIOEvent(addr uint64, size int, onKick func()) (func(), error) {
+	if m.anyLengthKicks {
+		size = 0
+	}
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("eventfd for ioevent at %#x: %w", addr, err)

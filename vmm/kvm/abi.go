@@ -76,7 +76,7 @@ const (
 	CapMaxVCPUs       = 66
 	CapAdjustClock    = 39
 	CapIRQFDResample  = 82
-	CapIOEventFDNoLen = 114
+	CapIOEventFDNoLen = 100 // a zero-length MMIO ioeventfd: any write at the address
 )
 
 // Exit reasons (kvm_run.exit_reason).

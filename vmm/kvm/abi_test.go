@@ -43,6 +43,23 @@ func goLayout() map[string]uintptr {
 		"kvm_vcpu_events.exception_payload": unsafe.Offsetof(VCPUEvents{}.ExceptionPayload),
 		"kvm_irqchip":                       unsafe.Sizeof(IRQChip{}),
 		"kvm_irqchip.chip":                  unsafe.Offsetof(IRQChip{}.Chip),
+		"cap.KVM_CAP_IRQCHIP":               CapIRQChip,
+		"cap.KVM_CAP_USER_MEMORY":           CapUserMemory,
+		"cap.KVM_CAP_SET_TSS_ADDR":          CapSetTSSAddr,
+		"cap.KVM_CAP_EXT_CPUID":             CapExtCPUID,
+		"cap.KVM_CAP_IRQ_ROUTING":           CapIRQRouting,
+		"cap.KVM_CAP_IRQFD":                 CapIRQFD,
+		"cap.KVM_CAP_PIT2":                  CapPIT2,
+		"cap.KVM_CAP_IOEVENTFD":             CapIOEventFD,
+		"cap.KVM_CAP_GET_TSC_KHZ":           CapGetTSCKHz,
+		"cap.KVM_CAP_SIGNAL_MSI":            CapSignalMSI,
+		"cap.KVM_CAP_IMMEDIATE_EXIT":        CapImmediateExit,
+		"cap.KVM_CAP_BINARY_STATS_FD":       CapBinaryStatsFD,
+		"cap.KVM_CAP_NR_VCPUS":              CapNrVCPUs,
+		"cap.KVM_CAP_MAX_VCPUS":             CapMaxVCPUs,
+		"cap.KVM_CAP_ADJUST_CLOCK":          CapAdjustClock,
+		"cap.KVM_CAP_IRQFD_RESAMPLE":        CapIRQFDResample,
+		"cap.KVM_CAP_IOEVENTFD_NO_LENGTH":   CapIOEventFDNoLen,
 		"ioctl.KVM_GET_VCPU_EVENTS":         ioctlGetVCPUEvents,
 		"ioctl.KVM_GET_IRQCHIP":             ioctlGetIRQChip,
 		"kvm_run.immediate_exit":            runImmediateExit,
@@ -78,6 +95,7 @@ const cProgram = `#include <stdio.h>
 #define S(t) printf("%s %zu\n", #t, sizeof(struct t))
 #define O(t, f) printf("%s.%s %zu\n", #t, #f, offsetof(struct t, f))
 #define I(x) printf("ioctl.%s %lu\n", #x, (unsigned long)(x))
+#define C(x) printf("cap.%s %d\n", #x, (int)(x))
 int main(void) {
   S(kvm_userspace_memory_region); S(kvm_regs); S(kvm_segment); S(kvm_dtable);
   S(kvm_sregs); O(kvm_sregs, cr0); O(kvm_sregs, apic_base); S(kvm_fpu); O(kvm_fpu, mxcsr);
@@ -86,6 +104,11 @@ int main(void) {
   O(kvm_irq_routing_entry, u); S(kvm_stats_header); S(kvm_stats_desc); S(kvm_lapic_state);
   S(kvm_vcpu_events); O(kvm_vcpu_events, sipi_vector); O(kvm_vcpu_events, exception_payload);
   S(kvm_irqchip); O(kvm_irqchip, chip); I(KVM_GET_VCPU_EVENTS); I(KVM_GET_IRQCHIP);
+  C(KVM_CAP_IRQCHIP); C(KVM_CAP_USER_MEMORY); C(KVM_CAP_SET_TSS_ADDR); C(KVM_CAP_EXT_CPUID);
+  C(KVM_CAP_IRQ_ROUTING); C(KVM_CAP_IRQFD); C(KVM_CAP_PIT2); C(KVM_CAP_IOEVENTFD);
+  C(KVM_CAP_GET_TSC_KHZ); C(KVM_CAP_SIGNAL_MSI); C(KVM_CAP_IMMEDIATE_EXIT); C(KVM_CAP_BINARY_STATS_FD);
+  C(KVM_CAP_NR_VCPUS); C(KVM_CAP_MAX_VCPUS); C(KVM_CAP_ADJUST_CLOCK); C(KVM_CAP_IRQFD_RESAMPLE);
+  C(KVM_CAP_IOEVENTFD_NO_LENGTH);
   O(kvm_run, immediate_exit); O(kvm_run, exit_reason); O(kvm_run, io);
   I(KVM_RUN); I(KVM_SET_USER_MEMORY_REGION); I(KVM_GET_SUPPORTED_CPUID); I(KVM_GET_REGS);
   I(KVM_SET_SREGS); I(KVM_SET_FPU); I(KVM_GET_LAPIC); I(KVM_SET_CPUID2); I(KVM_SET_MSRS);

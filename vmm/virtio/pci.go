@@ -315,8 +315,9 @@ func (t *PCITransport) registerNotify() {
 		}
 		i := i
 		addr := base + barNotify + NotifyOffMultiplier*uint64(i)
-		// Linux writes the 16-bit queue index; other widths take the
-		// MMIO path.
+		// Linux writes the 16-bit queue index. The VMM may register a
+		// zero-length ioeventfd, which takes any width; otherwise other
+		// widths take the MMIO path.
 		unreg, err := t.env.Notify.RegisterIOEvent(addr, 2, func() { t.notify(i) })
 		if err != nil {
 			continue
