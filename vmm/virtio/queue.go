@@ -235,7 +235,7 @@ func (q *Queue) Push(mem *guestmem.Memory, head uint16, written uint32) error {
 // pushed since the last call. Without event idx the driver's
 // VIRTQ_AVAIL_F_NO_INTERRUPT flag decides; with VIRTIO_F_EVENT_IDX the driver
 // names the used index (used_event) whose crossing it wants to hear about.
-// Call it once after a batch of Pushes.
+// Call it after each Push, or once after a batch of them.
 func (q *Queue) NeedsInterrupt(mem *guestmem.Memory) bool {
 	if !q.pushed {
 		return false

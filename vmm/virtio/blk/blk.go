@@ -9,8 +9,9 @@
 //
 // The device runs requests on the event loop when the driver kicks the
 // queue, moving data straight between the disk file and guest memory (one
-// pread or pwrite per guest buffer, no copy through a Go buffer), then
-// publishes the used entries and interrupts the driver once per batch.
+// pread or pwrite per guest buffer, no copy through a Go buffer), and
+// publishes each request's used entry, with an interrupt if the driver
+// wants one, as soon as that request is done.
 //
 // Two run-time abilities serve the storage layer (limits.go):
 //
@@ -224,7 +225,6 @@ func (d *Device) Notify(i int) {
 // serve runs requests until the ring is empty or the limiter refuses one.
 func (d *Device) serve() {
 	q := d.queue
-	pushed := false
 	for {
 		var c virtio.Chain
 		var err error
@@ -250,10 +250,13 @@ func (d *Device) serve() {
 			d.errors.Add(1)
 			break
 		}
-		pushed = true
-	}
-	if pushed && q.NeedsInterrupt(d.mem) {
-		d.irq.Queue(0)
+		// Each completion is signalled at once, not after the batch:
+		// the guest, woken on another CPU, handles it (and resubmits)
+		// while the device does the next request, instead of the two
+		// taking turns.
+		if q.NeedsInterrupt(d.mem) {
+			d.irq.Queue(0)
+		}
 	}
 }
 
