@@ -2,19 +2,21 @@ package kvm
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
 )
 
-// goLayout is what the Go mirrors claim: name -> size or offset.
+// goLayout is what the Go mirrors claim, by the name cProgram prints:
+// "struct" (its size), "struct.field" (an offset), "ioctl.NAME" (a request
+// number) or "cap.NAME" (a capability number).
 func goLayout() map[string]uintptr {
-	var run [256]byte
-	_ = run
 	return map[string]uintptr{
 		"kvm_userspace_memory_region":       unsafe.Sizeof(UserspaceMemoryRegion{}),
 		"kvm_regs":                          unsafe.Sizeof(Regs{}),
@@ -88,8 +90,16 @@ func goLayout() map[string]uintptr {
 	}
 }
 
-// cProgram prints the same facts from the kernel's own headers.
-const cProgram = `#include <stdio.h>
+// cProgram returns a C program that prints, from the kernel's own
+// headers, the value of every fact named in want.
+func cProgram(want map[string]uintptr) string {
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString(`#include <stdio.h>
 #include <stddef.h>
 #include <linux/kvm.h>
 #define S(t) printf("%s %zu\n", #t, sizeof(struct t))
@@ -97,30 +107,27 @@ const cProgram = `#include <stdio.h>
 #define I(x) printf("ioctl.%s %lu\n", #x, (unsigned long)(x))
 #define C(x) printf("cap.%s %d\n", #x, (int)(x))
 int main(void) {
-  S(kvm_userspace_memory_region); S(kvm_regs); S(kvm_segment); S(kvm_dtable);
-  S(kvm_sregs); O(kvm_sregs, cr0); O(kvm_sregs, apic_base); S(kvm_fpu); O(kvm_fpu, mxcsr);
-  S(kvm_cpuid_entry2); S(kvm_msr_entry); S(kvm_pit_config); S(kvm_irqfd); S(kvm_ioeventfd);
-  O(kvm_ioeventfd, fd); S(kvm_msi); S(kvm_irq_level); S(kvm_irq_routing_entry);
-  O(kvm_irq_routing_entry, u); S(kvm_stats_header); S(kvm_stats_desc); S(kvm_lapic_state);
-  S(kvm_vcpu_events); O(kvm_vcpu_events, sipi_vector); O(kvm_vcpu_events, exception_payload);
-  S(kvm_irqchip); O(kvm_irqchip, chip); I(KVM_GET_VCPU_EVENTS); I(KVM_GET_IRQCHIP);
-  C(KVM_CAP_IRQCHIP); C(KVM_CAP_USER_MEMORY); C(KVM_CAP_SET_TSS_ADDR); C(KVM_CAP_EXT_CPUID);
-  C(KVM_CAP_IRQ_ROUTING); C(KVM_CAP_IRQFD); C(KVM_CAP_PIT2); C(KVM_CAP_IOEVENTFD);
-  C(KVM_CAP_GET_TSC_KHZ); C(KVM_CAP_SIGNAL_MSI); C(KVM_CAP_IMMEDIATE_EXIT); C(KVM_CAP_BINARY_STATS_FD);
-  C(KVM_CAP_NR_VCPUS); C(KVM_CAP_MAX_VCPUS); C(KVM_CAP_ADJUST_CLOCK); C(KVM_CAP_IRQFD_RESAMPLE);
-  C(KVM_CAP_IOEVENTFD_NO_LENGTH);
-  O(kvm_run, immediate_exit); O(kvm_run, exit_reason); O(kvm_run, io);
-  I(KVM_RUN); I(KVM_SET_USER_MEMORY_REGION); I(KVM_GET_SUPPORTED_CPUID); I(KVM_GET_REGS);
-  I(KVM_SET_SREGS); I(KVM_SET_FPU); I(KVM_GET_LAPIC); I(KVM_SET_CPUID2); I(KVM_SET_MSRS);
-  I(KVM_GET_MSRS); I(KVM_SET_MP_STATE); I(KVM_IRQFD); I(KVM_IOEVENTFD); I(KVM_SIGNAL_MSI);
-  I(KVM_SET_GSI_ROUTING); I(KVM_CREATE_PIT2); I(KVM_IRQ_LINE); I(KVM_GET_STATS_FD);
-  I(KVM_SET_IDENTITY_MAP_ADDR); I(KVM_GET_MSR_INDEX_LIST);
-  return 0;
+`)
+	for _, name := range names {
+		kind, rest, _ := strings.Cut(name, ".")
+		switch {
+		case kind == "ioctl":
+			fmt.Fprintf(&b, "  I(%s);\n", rest)
+		case kind == "cap":
+			fmt.Fprintf(&b, "  C(%s);\n", rest)
+		case rest != "":
+			fmt.Fprintf(&b, "  O(%s, %s);\n", kind, rest)
+		default:
+			fmt.Fprintf(&b, "  S(%s);\n", kind)
+		}
+	}
+	b.WriteString("  return 0;\n}\n")
+	return b.String()
 }
-`
 
 // TestABIMatchesKernelHeaders compiles cProgram against <linux/kvm.h> and
-// compares every size, offset and ioctl number with the Go mirrors.
+// compares every size, offset, ioctl and capability number with the Go
+// mirrors.
 func TestABIMatchesKernelHeaders(t *testing.T) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		requireOrSkip(t, "gcc not installed: cannot compare with <linux/kvm.h>")
@@ -131,7 +138,8 @@ func TestABIMatchesKernelHeaders(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "abi.c")
 	bin := filepath.Join(dir, "abi")
-	if err := os.WriteFile(src, []byte(cProgram), 0o644); err != nil {
+	want := goLayout()
+	if err := os.WriteFile(src, []byte(cProgram(want)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("gcc", "-o", bin, src).CombinedOutput(); err != nil {
@@ -141,7 +149,6 @@ func TestABIMatchesKernelHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := goLayout()
 	seen := 0
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
