@@ -7,10 +7,12 @@ import (
 	"gureum/vmm/kvm"
 )
 
-// MSRs every vCPU starts with.
+// MSRs every vCPU starts with, and those DebugState reads.
 const (
+	msrTSC            = 0x10
 	msrIA32MiscEnable = 0x1a0
 	msrMTRRDefType    = 0x2ff
+	msrTSCDeadline    = 0x6e0
 	miscEnableFastStr = 1 << 0
 	mtrrEnable        = 1 << 11
 	mtrrTypeWB        = 6
@@ -41,10 +43,25 @@ func setupVCPU(sys *kvm.System, cpu *kvm.VCPU, supported []kvm.CPUIDEntry, ncpus
 	return setupLAPIC(cpu)
 }
 
-// Local APIC registers and delivery modes for the LINT pins.
+// Local APIC register offsets (Intel SDM vol. 3, table 11-1): setupLAPIC
+// wires the LINT pins, DebugState reads the rest. ISR, TMR and IRR are
+// 256-bit vectors, eight registers 16 bytes apart.
 const (
-	apicLVTLINT0   = 0x350
-	apicLVTLINT1   = 0x360
+	apicID       = 0x20
+	apicTPR      = 0x80
+	apicSVR      = 0xf0
+	apicISR      = 0x100
+	apicTMR      = 0x180
+	apicIRR      = 0x200
+	apicLVTTimer = 0x320
+	apicLVTLINT0 = 0x350
+	apicLVTLINT1 = 0x360
+	apicTMICT    = 0x380
+	apicTMCCT    = 0x390
+)
+
+// Delivery modes for the LINT pins.
+const (
 	apicModeExtINT = 0x7 << 8
 	apicModeNMI    = 0x4 << 8
 )

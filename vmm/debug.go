@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"strings"
@@ -79,25 +80,10 @@ func (m *machine) describeVCPUs(w io.Writer) {
 }
 
 // mpStates names KVM's multiprocessing states.
-var mpStates = map[uint32]string{0: "runnable", 1: "uninitialized", 2: "init-received", 3: "halted", 4: "sipi-received"}
-
-// Local APIC register offsets (Intel SDM vol. 3, table 11-1).
-const (
-	apicID       = 0x20
-	apicTPR      = 0x80
-	apicSVR      = 0xf0
-	apicISR      = 0x100
-	apicTMR      = 0x180
-	apicIRR      = 0x200
-	apicLVTTimer = 0x320
-	apicTMICT    = 0x380
-	apicTMCCT    = 0x390
-)
-
-const (
-	msrTSC         = 0x10
-	msrTSCDeadline = 0x6e0
-)
+var mpStates = map[uint32]string{
+	kvm.MPStateRunnable: "runnable", kvm.MPStateUninitialized: "uninitialized",
+	kvm.MPStateInitReceived: "init-received", kvm.MPStateHalted: "halted", kvm.MPStateSIPIReceived: "sipi-received",
+}
 
 // describe reads one vCPU's state; the vCPU must be out of KVM_RUN or the
 // ioctls wait for it.
@@ -137,9 +123,7 @@ func (r *vcpuRunner) describe() string {
 		fmt.Fprintf(&b, "  %v\n", err)
 		return b.String()
 	}
-	reg := func(off int) uint32 {
-		return uint32(l.Regs[off]) | uint32(l.Regs[off+1])<<8 | uint32(l.Regs[off+2])<<16 | uint32(l.Regs[off+3])<<24
-	}
+	reg := func(off int) uint32 { return binary.LittleEndian.Uint32(l.Regs[off:]) }
 	// ISR, TMR and IRR are 256-bit vectors: eight registers 16 bytes apart.
 	vectors := func(base int) string {
 		var vs []string

@@ -1,8 +1,6 @@
 package vmm
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,25 +10,9 @@ import (
 // DebugState finds a spinning vCPU where it spins, says what the halted
 // one waits with, and leaves the guest running.
 func TestDebugStateOfARunningGuest(t *testing.T) {
-	requireKVM(t)
-	kernel := filepath.Join(t.TempDir(), "spin.elf")
 	// jmp . at the PVH entry (0x100000); the second vCPU, never started
 	// by the guest, waits for INIT/SIPI.
-	if err := os.WriteFile(kernel, pvhELF([]byte{0xeb, 0xfe}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	console := NewConsole()
-	defer console.Close()
-	vm, err := New(Config{Kernel: kernel, VCPUs: 2, MemoryMiB: 32}, console)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	done := make(chan End, 1)
-	go func() {
-		end, _ := vm.Run()
-		done <- end
-	}()
+	vm, done := startTinyGuest(t, []byte{0xeb, 0xfe}, 2, false)
 	defer func() {
 		vm.Do(ActionStop, 0)
 		<-done

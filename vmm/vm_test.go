@@ -58,8 +58,9 @@ func pvhELF(code []byte) []byte {
 	return b
 }
 
-// runTinyGuest boots code as a PVH kernel and returns how the run ended.
-func runTinyGuest(t *testing.T, code []byte, noReboot bool) End {
+// startTinyGuest boots code as a PVH kernel with vcpus vCPUs. The VM's
+// end arrives on the channel; the VM is closed at cleanup.
+func startTinyGuest(t *testing.T, code []byte, vcpus int, noReboot bool) (*VM, <-chan End) {
 	t.Helper()
 	requireKVM(t)
 	kernel := filepath.Join(t.TempDir(), "tiny.elf")
@@ -67,12 +68,12 @@ func runTinyGuest(t *testing.T, code []byte, noReboot bool) End {
 		t.Fatal(err)
 	}
 	console := NewConsole()
-	defer console.Close()
-	vm, err := New(Config{Kernel: kernel, VCPUs: 1, MemoryMiB: 32, NoReboot: noReboot}, console)
+	t.Cleanup(func() { console.Close() })
+	vm, err := New(Config{Kernel: kernel, VCPUs: vcpus, MemoryMiB: 32, NoReboot: noReboot}, console)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer vm.Close()
+	t.Cleanup(func() { vm.Close() })
 	done := make(chan End, 1)
 	go func() {
 		end, err := vm.Run()
@@ -81,6 +82,13 @@ func runTinyGuest(t *testing.T, code []byte, noReboot bool) End {
 		}
 		done <- end
 	}()
+	return vm, done
+}
+
+// runTinyGuest boots code as a PVH kernel and returns how the run ended.
+func runTinyGuest(t *testing.T, code []byte, noReboot bool) End {
+	t.Helper()
+	vm, done := startTinyGuest(t, code, 1, noReboot)
 	select {
 	case end := <-done:
 		return end
