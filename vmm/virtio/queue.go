@@ -57,9 +57,9 @@ var (
 
 // Queue is one split virtqueue as the driver configured it (virtio 1.x, 2.7).
 //
-// A Queue is used only as device code (under the event loop's device lock). The guest writes the
-// same rings concurrently from its vCPUs, so every field read from guest
-// memory is read once and treated as hostile.
+// A Queue is used only as device code (under the event loop's device
+// lock). The guest writes the same rings concurrently from its vCPUs, so
+// every field read from guest memory is read once and treated as hostile.
 type Queue struct {
 	Size                          uint16 // as set by the driver (power of two, <= max)
 	Ready                         bool   // queue_enable was written 1 and Validate passed
