@@ -50,6 +50,9 @@ type options struct {
 	pings    int
 	pingTime time.Duration
 	pingGap  time.Duration // between the vpc part's latency pings
+	// tracePing records kernel trace events during the vpc part's
+	// latency pings and splits them into segments (pingtrace.go).
+	tracePing bool
 }
 
 func main() {
@@ -70,6 +73,7 @@ func run() int {
 	flag.IntVar(&o.pings, "pings", 2000, "ICMP echo requests per network run")
 	flag.DurationVar(&o.pingTime, "ping-time", 60*time.Second, "upper bound on one echo flood")
 	flag.DurationVar(&o.pingGap, "ping-gap", 2*time.Millisecond, "pause between the vpc part's latency pings (0: back to back, the guest never idles)")
+	flag.BoolVar(&o.tracePing, "trace-ping", false, "vpc part: record kernel trace events during the latency pings and split each round trip into segments (needs tracefs; traced round trips are slower)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", flag.Arg(0))

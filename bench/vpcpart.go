@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -54,6 +55,13 @@ func vpcMetrics() []metric {
 		{part: "vpc", key: "http_rps", label: "VPC: HTTP GET /, 1 client (requests/s)", format: "%.0f", goal: atLeastQEMU},
 		{part: "vpc", key: "http_conc_rps", label: fmt.Sprintf("VPC: HTTP GET /, %d clients at once (requests/s)", vpcClients), format: "%.0f", goal: atLeastQEMU},
 		{part: "vpc", key: "http_failed", label: "VPC: failed GETs (both measurements)", format: "%.0f"},
+		// With -trace-ping (pingtrace.go); medians over the traced pings.
+		{part: "vpc", key: "seg_pings", label: "VPC traced: pings with every event in order", format: "%.0f"},
+		{part: "vpc", key: "seg_send_irq_us", label: "VPC traced: client send → guest interrupt (µs)", format: "%.0f"},
+		{part: "vpc", key: "seg_irq_vcpu_us", label: "VPC traced: interrupt → vCPU awake (µs)", format: "%.0f"},
+		{part: "vpc", key: "seg_guest_us", label: "VPC traced: guest, awake → transmit kick (µs)", format: "%.0f"},
+		{part: "vpc", key: "seg_kick_write_us", label: "VPC traced: kick → writev to the tap (µs)", format: "%.0f"},
+		{part: "vpc", key: "seg_write_reply_us", label: "VPC traced: writev → client has the reply (µs)", format: "%.0f"},
 	}
 }
 
@@ -87,7 +95,24 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 		return out, fmt.Errorf("%w; last output: %q", err, proc.out.tail(400))
 	}
 
+	var trace *pingTrace
+	if c.o.tracePing {
+		if trace, err = startPingTrace(); err != nil {
+			return out, err
+		}
+	}
 	rtts, sent, err := pg.roundTrips(ctx, vpcPings, c.o.pingGap, vpcPingTimeout)
+	if trace != nil {
+		text, terr := trace.stop()
+		if err == nil && terr != nil {
+			err = terr
+		}
+		segs, _ := pingSegments(text, os.Getpid(), proc.cmd.Process.Pid)
+		for _, k := range pingSegmentKeys {
+			out.metrics[k+"_us"] = median(segs[k])
+		}
+		out.metrics["seg_pings"] = float64(len(segs[pingSegmentKeys[0]]))
+	}
 	if err != nil {
 		return out, err
 	}
