@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -65,8 +66,18 @@ func (tv *testVPC) subnet() ipam.Subnet { return tv.plan.Subnets(tv.v.ID())[0] }
 // interface's fixed address and MAC, in the given groups.
 func (tv *testVPC) guest(t *testing.T, eni string, groups ...string) ipam.Interface {
 	t.Helper()
-	s := tv.subnet()
-	iface, err := tv.plan.Allocate(s.ID, eni, netip.Addr{})
+	iface := tv.port(t, eni, netip.Addr{}, groups...)
+	tv.boot(t, iface)
+	return iface
+}
+
+// port allocates an interface of the plan (at address want, or the next
+// free one) and gives it a tap in the VPC and a firewall port in the
+// given groups, ready for boot. Allocating first lets guests that probe
+// each other know both addresses before either boots.
+func (tv *testVPC) port(t *testing.T, eni string, want netip.Addr, groups ...string) ipam.Interface {
+	t.Helper()
+	iface, err := tv.plan.Allocate(tv.subnet().ID, eni, want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +88,31 @@ func (tv *testVPC) guest(t *testing.T, eni string, groups ...string) ipam.Interf
 	if err := tv.fw.SetPort(secgroup.Port{Name: tapName, MAC: iface.HardwareAddr(), Address: iface.Address, Groups: groups}); err != nil {
 		t.Fatal(err)
 	}
-	cmdline := fmt.Sprintf("serve ip=%s/%d gw=%s name=%s", iface.Address, s.CIDR.Bits(), s.Gateway(), eni)
-	vm := vmmtest.StartVMM(t, vmmtest.Options{NetNS: tv.v.Namespace(),
-		Args: []string{"--cpus", "1", "--cmdline", cmdline, "--net", tapName + ",mac=" + iface.MAC}})
-	vm.WaitFor(`gureum-testguest: ready`, bootTimeout)
 	return iface
+}
+
+// boot starts the test guest in serve mode on the interface's tap, with
+// its address and MAC and any extra command-line words (peer=…), and
+// waits until it is ready.
+func (tv *testVPC) boot(t *testing.T, iface ipam.Interface, words ...string) *vmmtest.VMM {
+	t.Helper()
+	s := tv.subnet()
+	cmdline := fmt.Sprintf("serve ip=%s/%d gw=%s name=%s", iface.Address, s.CIDR.Bits(), s.Gateway(), iface.ID)
+	if len(words) > 0 {
+		cmdline += " " + strings.Join(words, " ")
+	}
+	vm := vmmtest.StartVMM(t, vmmtest.Options{NetNS: tv.v.Namespace(),
+		Args: []string{"--cpus", "1", "--cmdline", cmdline, "--net", vpc.TapName(iface.ID) + ",mac=" + iface.MAC}})
+	vm.WaitFor(`gureum-testguest: ready`, bootTimeout)
+	return vm
+}
+
+// peerLine waits for the guest's report on peer (one line, printed once
+// the probe succeeded or gave up) and returns it.
+func peerLine(t *testing.T, vm *vmmtest.VMM, peer netip.Addr, timeout time.Duration) string {
+	t.Helper()
+	m := vm.WaitFor(`(peer `+regexp.QuoteMeta(peer.String())+`: [^\r\n]*)\r?\n`, timeout) // the whole line
+	return m[1]
 }
 
 // client makes a namespace on the VPC's bridge with an interface of the
@@ -133,7 +164,10 @@ func fetch(ns string, addr netip.Addr, maxTime int) (string, error) {
 // group that allows HTTP only from the group "sg-clients" and ping from
 // the VPC. A client in that group pings and fetches both; a client in
 // another group can ping but not fetch, until a rule change lets its group
-// in; a client in another VPC reaches neither guest.
+// in; a client in another VPC reaches neither guest. Then the guests
+// themselves initiate: two more guests in one VPC, in a group that lets
+// in ICMP and HTTP only from its own members, probe each other (peer=)
+// and both succeed; a guest in the other VPC probing one of them fails.
 func TestVPCWithGuests(t *testing.T) {
 	vmmtest.RequireRoot(t)
 	vmmtest.RequireKVM(t)
@@ -197,4 +231,48 @@ func TestVPCWithGuests(t *testing.T) {
 		t.Fatalf("HTTP from sg-others after the rule change: %v %q", err, body)
 	}
 	t.Logf("first fetch after the rule change done %v after it", time.Since(changed))
+
+	// Guest to guest: sg-peers lets in ping and HTTP from its own members
+	// only (a source-group rule), so both directions pass the firewall
+	// as traffic the guests start. Both addresses are allocated first so
+	// each guest can be told the other's.
+	peers := secgroup.NewGroup("sg-peers")
+	peers.Rules = append(peers.Rules,
+		secgroup.Rule{Direction: secgroup.Ingress, Protocol: secgroup.TCP, FromPort: 80, ToPort: 80, Group: "sg-peers"},
+		secgroup.Rule{Direction: secgroup.Ingress, Protocol: secgroup.ICMP, FromPort: -1, ToPort: -1, Group: "sg-peers"})
+	if err := a.fw.SetGroup(peers); err != nil {
+		t.Fatal(err)
+	}
+	p1 := a.port(t, "eni-p1", netip.MustParseAddr("10.40.1.60"), "sg-peers")
+	p2 := a.port(t, "eni-p2", netip.MustParseAddr("10.40.1.61"), "sg-peers")
+	// The other VPC's guest probes p1's address, which no one uses there
+	// (its subnet is the same 10.40.1.0/24, so it asks by ARP on its own
+	// bridge and nobody answers). Its group allows all egress, so it is
+	// the VPC boundary, not its own firewall, that stops it.
+	if err := other.fw.SetGroup(secgroup.NewGroup("sg-far")); err != nil {
+		t.Fatal(err)
+	}
+	far := other.port(t, "eni-far", netip.MustParseAddr("10.40.1.70"), "sg-far")
+	started := time.Now()
+	vm1 := a.boot(t, p1, "peer="+p2.Address.String(), "peer.wait=60")
+	vm2 := a.boot(t, p2, "peer="+p1.Address.String(), "peer.wait=60")
+	vmFar := other.boot(t, far, "peer="+p1.Address.String(), "peer.wait=3")
+	for _, c := range []struct {
+		vm   *vmmtest.VMM
+		peer ipam.Interface
+	}{{vm1, p2}, {vm2, p1}} {
+		line := peerLine(t, c.vm, c.peer.Address, 120*time.Second)
+		// The body is the peer's "gureum-testguest <ip> <name>\n".
+		body := fmt.Sprintf("gureum-testguest %s %s\n", c.peer.Address, c.peer.ID)
+		want := fmt.Sprintf(": ok arp=1 ping=3/3 http=200 bytes=%d tries=", len(body))
+		if !strings.Contains(line, want) {
+			t.Errorf("guest to guest in one VPC: %q, want %q", line, want)
+		}
+		t.Logf("%s (%v after the first boot began)", line, time.Since(started))
+	}
+	line := peerLine(t, vmFar, p1.Address, 60*time.Second)
+	if !strings.Contains(line, ": fail arp=0 ping=0/3 http=none ") {
+		t.Errorf("a guest in another VPC probing %s: %q", p1.Address, line)
+	}
+	t.Logf("%s (from the other VPC)", line)
 }

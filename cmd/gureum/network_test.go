@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,15 +28,17 @@ func inNamespace(ns string, seconds int, name string, args ...string) (string, e
 
 // TestE2EDaemonNetworking drives the daemon's networking through its API
 // with real test guests: the default VPC, security groups by source
-// group, a rule change that applies at once, another VPC that cannot be
-// reached, the metadata service answering from the instance records, a
-// daemon killed and restarted keeping every address and MAC, refused bad
-// requests that change nothing, and no namespace left at the end.
+// group, two guests that ping and fetch each other, a rule change that
+// applies at once, another VPC that cannot be reached, the metadata
+// service answering from the instance records, a daemon killed and
+// restarted keeping every address and MAC, refused bad requests that
+// change nothing, and no namespace left at the end.
 //
-// The test guest never starts traffic, so "instances" that connect are
-// client namespaces on the VPC bridge using the address of an idle
-// instance of the group they stand for (the firewall matches source
-// groups by their members' addresses).
+// The serving guests probe each other themselves (peer= on their
+// command line). Other "instances" that connect are client namespaces on
+// the VPC bridge using the address of an idle instance of the group they
+// stand for (the firewall matches source groups by their members'
+// addresses), so curl and ping can check the answers in detail.
 func TestE2EDaemonNetworking(t *testing.T) {
 	vmmtest.RequireKVM(t)
 	vmmtest.RequireRoot(t)
@@ -131,13 +134,16 @@ func TestE2EDaemonNetworking(t *testing.T) {
 	web, clients, others := mkGroup("web"), mkGroup("clients"), mkGroup("others")
 	_, err = c.AuthorizeSecurityGroup(ctx, web.GroupID, api.SecurityGroupRule{Direction: "ingress", Protocol: "tcp", FromPort: 80, ToPort: 70000, CidrIP: "0.0.0.0/0"})
 	wantCode(err, api.CodeInvalidParameterValue)
+	// HTTP from the clients and from web's own members (the guests that
+	// probe each other), ping from the VPC.
 	_, err = c.AuthorizeSecurityGroup(ctx, web.GroupID,
 		api.SecurityGroupRule{Direction: "ingress", Protocol: "tcp", FromPort: 80, ToPort: 80, GroupID: clients.GroupID},
+		api.SecurityGroupRule{Direction: "ingress", Protocol: "tcp", FromPort: 80, ToPort: 80, GroupID: web.GroupID},
 		api.SecurityGroupRule{Direction: "ingress", Protocol: "icmp", FromPort: -1, ToPort: -1, CidrIP: "172.31.0.0/16"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g, _ := c.SecurityGroup(ctx, web.GroupID); len(g.Rules) != 3 {
+	if g, _ := c.SecurityGroup(ctx, web.GroupID); len(g.Rules) != 4 {
 		t.Errorf("web rules after a refused and an accepted change: %+v", g.Rules)
 	}
 
@@ -166,11 +172,13 @@ func TestE2EDaemonNetworking(t *testing.T) {
 		}
 		return res.Instances[0]
 	}
-	g1 := run("serve", api.RunInstancesRequest{SecurityGroupIDs: []string{web.GroupID}})
-	g2 := run("serve", api.RunInstancesRequest{SecurityGroupIDs: []string{web.GroupID}, PrivateIP: "172.31.0.20"})
+	// g1 and g2 probe each other (g2's address is chosen, g1's is known
+	// once it is launched); far, in the other VPC, probes g1 and must fail.
+	g1 := run("serve peer=172.31.0.20 peer.wait=60", api.RunInstancesRequest{SecurityGroupIDs: []string{web.GroupID}})
+	g2 := run("serve peer="+g1.PrivateIP+" peer.wait=60", api.RunInstancesRequest{SecurityGroupIDs: []string{web.GroupID}, PrivateIP: "172.31.0.20"})
 	member := run("", api.RunInstancesRequest{SecurityGroupIDs: []string{clients.GroupID}, MetadataHTTPTokens: "required", UserData: "hello from the test"})
 	outsider := run("", api.RunInstancesRequest{SecurityGroupIDs: []string{others.GroupID}})
-	far := run("serve", api.RunInstancesRequest{SubnetID: otherSub.SubnetID})
+	far := run("serve peer="+g1.PrivateIP+" peer.wait=3", api.RunInstancesRequest{SubnetID: otherSub.SubnetID})
 	ids := []string{g1.InstanceID, g2.InstanceID, member.InstanceID, outsider.InstanceID, far.InstanceID}
 	if g2.PrivateIP != "172.31.0.20" || g1.AvailabilityZone != "local-1a" || far.AvailabilityZone != "local-1b" || g1.MACAddress == "" {
 		t.Errorf("placement: %+v %+v %+v", g1, g2, far)
@@ -254,6 +262,34 @@ func TestE2EDaemonNetworking(t *testing.T) {
 		if body, err := fetch(bad, "http://"+in.PrivateIP+"/", 2); err == nil {
 			t.Errorf("HTTP %s from the others group got through: %q", in.PrivateIP, body)
 		}
+	}
+	// The guests' own probes: a line each on their consoles.
+	peerLine := func(in api.Instance, peer string) string {
+		t.Helper()
+		rx := regexp.MustCompile(`(peer ` + regexp.QuoteMeta(peer) + `: [^\r\n]*)\r?\n`)
+		for {
+			out, err := c.ConsoleOutput(ctx, in.InstanceID)
+			if m := rx.FindStringSubmatch(out.Output); err == nil && m != nil {
+				return m[1]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no probe report of %s on %s's console: %v\n%s", peer, in.InstanceID, err, out.Output)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	for _, p := range [][2]api.Instance{{g1, g2}, {g2, g1}} {
+		line := peerLine(p[0], p[1].PrivateIP)
+		if !strings.Contains(line, ": ok arp=1 ping=3/3 http=200 bytes=") {
+			t.Errorf("%s probing %s: %q", p[0].PrivateIP, p[1].PrivateIP, line)
+		}
+		t.Logf("%s: %s", p[0].PrivateIP, line)
+	}
+	// far's gateway answers ARP, but its VPC has no route to g1's.
+	if line := peerLine(far, g1.PrivateIP); !strings.Contains(line, ": fail arp=1 ping=0/3 http=none ") {
+		t.Errorf("%s in another VPC probing %s: %q", far.PrivateIP, g1.PrivateIP, line)
+	} else {
+		t.Logf("%s: %s", far.PrivateIP, line)
 	}
 	for time.Now().Before(deadline) && ping(near, far.PrivateIP) != nil {
 		time.Sleep(500 * time.Millisecond)

@@ -130,7 +130,14 @@ static void parse_word(const char *w)
 			else if (str_starts(end, ":rw"))
 				config.blkiops_modes = 3;
 		}
-	} else if (str_starts(w, "blkcmd") && (w[6] == 0 || w[6] == ' '))
+	} else if (str_starts(w, "peer=")) {
+		uint32_t ip;
+		const char *end;
+		if (parse_ipv4(w + 5, &end, &ip) && (*end == 0 || *end == ' ') && config.peer_count < MAX_PEERS)
+			config.peers[config.peer_count++] = ip;
+	} else if (str_starts(w, "peer.wait=") && parse_u64(w + 10, NULL, &v) && v <= 86400)
+		config.peer_wait_s = v;
+	else if (str_starts(w, "blkcmd") && (w[6] == 0 || w[6] == ' '))
 		config.blkcmd = true; /* blkcmd.c */
 	/* anything else is ignored */
 }
@@ -142,6 +149,7 @@ static void parse_cmdline(void)
 	config.gateway = 10u << 24 | 1; /* 10.0.0.1 */
 	config.blk_mib = 4;
 	config.net_wait_s = 30;
+	config.peer_wait_s = 30;
 	char *p = cmdline;
 	while (*p) {
 		while (*p == ' ')

@@ -1,6 +1,7 @@
 /*
  * net.c - the virtio-net driver, Ethernet, ARP, IPv4 and ICMP echo, and
- * the "net" self test and "serve" mode.
+ * the "net" self test and "serve" mode. peer.c builds the peer probe on
+ * the pieces exported here (net_serve_until, net_resolve, net_ping).
  *
  * virtio-net has a receive queue (0) and a transmit queue (1). Every
  * packet on either is preceded by a 12-byte virtio_net_hdr (the VERSION_1
@@ -46,10 +47,29 @@ static const uint8_t broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
 uint32_t net_ip;
 struct net_stats net_stats;
-static uint8_t gateway_mac[6];
-static bool gateway_known;
 static uint16_t ip_id;
-static uint32_t ping_replies;
+
+/*
+ * The neighbour table: addresses the guest itself sends to (the gateway,
+ * the peers), each with its MAC once an ARP packet from it told us. An
+ * entry is made when the guest first asks (net_resolve) and kept for
+ * ever: MACs here do not change while the guest runs. Anyone else is
+ * answered at the MAC its frame came from and needs no entry.
+ */
+#define NEIGHBOURS 8
+
+struct neighbour {
+	uint32_t ip;
+	uint8_t mac[6];
+	bool known;
+};
+static struct neighbour neighbours[NEIGHBOURS];
+static int neighbour_count;
+
+/* The echo request net_ping waits for: its sender and sequence number. */
+static uint32_t ping_dst;
+static uint16_t ping_seq;
+static bool ping_replied;
 
 /* ---- checksums ---- */
 
@@ -178,15 +198,26 @@ static void arp_send(uint16_t op, const uint8_t dst_mac[6], const uint8_t target
 	tx_send(f, ETH_HEADER + 28 + 18); /* padded to the 60-byte minimum */
 }
 
+static struct neighbour *neighbour_find(uint32_t ip)
+{
+	for (int i = 0; i < neighbour_count; i++)
+		if (neighbours[i].ip == ip)
+			return &neighbours[i];
+	return NULL;
+}
+
 static void arp_input(const uint8_t *a, uint16_t len)
 {
 	if (len < 28 || get16(a) != 1 || get16(a + 2) != 0x0800)
 		return;
 	uint16_t op = get16(a + 6);
 	uint32_t sender_ip = get32(a + 14), target_ip = get32(a + 24);
-	if (sender_ip == config.gateway && (op == 2 || target_ip == net_ip)) {
-		memcpy(gateway_mac, a + 8, 6);
-		gateway_known = true;
+	if (op == 2 || target_ip == net_ip) {
+		struct neighbour *n = neighbour_find(sender_ip);
+		if (n) {
+			memcpy(n->mac, a + 8, 6);
+			n->known = true;
+		}
 	}
 	if (op == 1 && target_ip == net_ip)
 		arp_send(2, a + 8, a + 8, sender_ip);
@@ -198,6 +229,11 @@ uint8_t *net_ip_payload(void)
 {
 	uint8_t *f = tx_frame();
 	return f ? f + ETH_HEADER + IP_HEADER : NULL;
+}
+
+void format_ip(char *out, size_t size, uint32_t ip)
+{
+	ksnprintf(out, size, "%u.%u.%u.%u", ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255);
 }
 
 void net_ip_send(uint8_t *payload, const uint8_t dst_mac[6], uint32_t dst_ip, uint8_t proto, uint16_t len)
@@ -264,8 +300,8 @@ static void icmp_input(const uint8_t src_mac[6], uint32_t src_ip, const uint8_t 
 	if (p[0] == 8) {
 		icmp_echo(src_mac, src_ip, 0, get16(p + 4), get16(p + 6), p + 8, (uint16_t)(len - 8));
 		net_stats.served_icmp++;
-	} else if (p[0] == 0 && get16(p + 4) == PING_ID && src_ip == config.gateway) {
-		ping_replies |= 1u << (get16(p + 6) & 31);
+	} else if (p[0] == 0 && get16(p + 4) == PING_ID && src_ip == ping_dst && get16(p + 6) == ping_seq) {
+		ping_replied = true;
 	}
 }
 
@@ -328,9 +364,12 @@ static uint64_t net_poll(void)
 	return tcp_timers();
 }
 
-/* serve_until runs the network until done() or the deadline (TSC; 0 =
- * none), sleeping in "sti; hlt" between interrupts. */
-static bool serve_until(uint64_t deadline, bool (*done)(void))
+/* net_serve_until runs the network until done() or the deadline (TSC;
+ * 0 = none), sleeping in "sti; hlt" between interrupts. It returns
+ * whether done() became true. BSP only; everything the guest serves is
+ * answered meanwhile, so a caller waiting for its own packets never
+ * stops the guest from serving others. */
+bool net_serve_until(uint64_t deadline, bool (*done)(void))
 {
 	for (;;) {
 		cli();
@@ -346,15 +385,52 @@ static bool serve_until(uint64_t deadline, bool (*done)(void))
 	}
 }
 
-static bool gateway_answered(void) { return gateway_known; }
-static uint32_t ping_seq;
-static bool ping_answered(void) { return ping_replies & (1u << ping_seq); }
-static bool served_both(void) { return net_stats.served_icmp >= 1 && net_stats.served_http >= 1; }
+static struct neighbour *resolving;
+static bool resolved(void) { return resolving->known; }
 
-static void format_ip(char *out, size_t size, uint32_t ip)
+/*
+ * net_resolve finds the MAC of ip, which must be on the guest's own
+ * subnet (a next hop): from the neighbour table, or by broadcasting an
+ * ARP request up to `tries` times, waiting a second after each. It
+ * returns false if nobody answered (or the table is full).
+ */
+bool net_resolve(uint32_t ip, int tries, uint8_t mac_out[6])
 {
-	ksnprintf(out, size, "%u.%u.%u.%u", ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255);
+	struct neighbour *n = neighbour_find(ip);
+	if (!n) {
+		if (neighbour_count == NEIGHBOURS)
+			return false;
+		n = &neighbours[neighbour_count++];
+		n->ip = ip;
+	}
+	resolving = n;
+	for (int i = 0; i < tries && !n->known; i++) {
+		static const uint8_t zero[6];
+		arp_send(1, broadcast, zero, ip);
+		net_serve_until(rdtsc() + ms_to_tsc(1000), resolved);
+	}
+	if (n->known)
+		memcpy(mac_out, n->mac, 6);
+	return n->known;
 }
+
+static bool ping_answered(void) { return ping_replied; }
+
+/* net_ping sends one ICMP echo request to ip through next_mac (the
+ * address's own MAC on the subnet, the gateway's otherwise) and waits up
+ * to a second for its reply. Each call uses a new sequence number, so a
+ * late reply to an earlier request is not taken for this one's. */
+bool net_ping(const uint8_t next_mac[6], uint32_t ip)
+{
+	static const uint8_t payload[32] = "gureum-testguest ping payload..";
+	ping_dst = ip;
+	ping_seq++;
+	ping_replied = false;
+	icmp_echo(next_mac, ip, 8, PING_ID, ping_seq, payload, sizeof payload);
+	return net_serve_until(rdtsc() + ms_to_tsc(1000), ping_answered);
+}
+
+static bool served_both(void) { return net_stats.served_icmp >= 1 && net_stats.served_http >= 1; }
 
 enum result net_selftest(void)
 {
@@ -362,43 +438,39 @@ enum result net_selftest(void)
 		kprintf("selftest net: skip no device\n");
 		return RESULT_SKIP;
 	}
-	for (int attempt = 0; attempt < 5 && !gateway_known; attempt++) {
-		static const uint8_t zero[6];
-		arp_send(1, broadcast, zero, config.gateway);
-		serve_until(rdtsc() + ms_to_tsc(1000), gateway_answered);
-	}
-	if (!gateway_known) {
+	uint8_t gateway_mac[6];
+	if (!net_resolve(config.gateway, 5, gateway_mac)) {
 		char gw[16];
 		format_ip(gw, sizeof gw, config.gateway);
 		kprintf("selftest net: fail arp=0 gateway %s did not answer\n", gw);
 		return RESULT_FAIL;
 	}
 	int pings = 0;
-	static const uint8_t payload[32] = "gureum-testguest ping payload..";
-	for (ping_seq = 1; ping_seq <= 3; ping_seq++) {
-		icmp_echo(gateway_mac, config.gateway, 8, PING_ID, (uint16_t)ping_seq, payload, sizeof payload);
-		if (serve_until(rdtsc() + ms_to_tsc(1000), ping_answered))
+	for (int i = 0; i < 3; i++)
+		if (net_ping(gateway_mac, config.gateway))
 			pings++;
-	}
 	kprintf("selftest net: listening\n");
-	serve_until(rdtsc() + ms_to_tsc(config.net_wait_s * 1000), served_both);
+	net_serve_until(rdtsc() + ms_to_tsc(config.net_wait_s * 1000), served_both);
 	/* The HTTP response may still be unacknowledged (lost, or queued in
 	 * the VMM): keep serving, which resends it, until the peer has it,
 	 * rather than power off with it in flight. */
-	serve_until(rdtsc() + ms_to_tsc(2000), tcp_idle);
+	net_serve_until(rdtsc() + ms_to_tsc(2000), tcp_idle);
 	bool ok = pings > 0 && (net_stats.served_icmp > 0 || net_stats.served_http > 0);
 	kprintf("selftest net: %s arp=1 ping=%d/3 served_icmp=%u served_http=%u\n", ok ? "ok" : "fail", pings,
 		net_stats.served_icmp, net_stats.served_http);
 	return ok ? RESULT_OK : RESULT_FAIL;
 }
 
-/* net_serve_forever is "serve" mode: answer ARP, ping and HTTP for ever. */
+/* net_serve_forever is "serve" mode: answer ARP, ping and HTTP for ever,
+ * after probing the peers given with peer= (peer.c) while serving. */
 void net_serve_forever(void)
 {
 	if (!net_init())
 		fatal("serve: no virtio-net device");
 	/* Announce ourselves (gratuitous ARP) so the host learns our MAC. */
 	arp_send(1, broadcast, broadcast, net_ip);
-	serve_until(0, NULL);
+	if (config.peer_count)
+		peer_probe_all();
+	net_serve_until(0, NULL);
 	fatal("serve loop ended");
 }

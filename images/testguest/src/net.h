@@ -54,11 +54,33 @@ uint16_t checksum_finish(uint32_t sum);
 uint8_t *net_ip_payload(void);
 void net_ip_send(uint8_t *payload, const uint8_t dst_mac[6], uint32_t dst_ip, uint8_t proto, uint16_t len);
 
+/* "A.B.C.D" of a host-order address; out should hold 16 bytes. */
+void format_ip(char *out, size_t size, uint32_t ip);
+
+/* What peer.c uses: serving while waiting, ARP, ping (net.c). */
+bool net_serve_until(uint64_t deadline, bool (*done)(void));
+bool net_resolve(uint32_t ip, int tries, uint8_t mac_out[6]);
+bool net_ping(const uint8_t next_mac[6], uint32_t ip);
+
 /* tcp.c */
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_WINDOW 8192 /* the receive window both ends of ours offer */
+
 void tcp_input(const uint8_t src_mac[6], uint32_t src_ip, const uint8_t *seg, uint16_t len);
+void tcp_send(const uint8_t mac[6], uint32_t ip, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+	      uint8_t flags, const void *data, uint16_t len);
 uint64_t tcp_timers(void); /* runs due retransmissions; returns the next deadline (TSC) or 0 */
-void tcp_burn_done(void);
-bool tcp_idle(void);       /* no connection open: all responses acknowledged */  /* the APs finished a burn: reply to waiting requests */
+void tcp_burn_done(void);  /* the APs finished a burn: reply to waiting requests */
+bool tcp_idle(void);       /* no connection open: all responses acknowledged */
 extern uint32_t net_ip;
+
+/* peer.c: the client side. peer_tcp_input takes a segment addressed to
+ * the probe's own port and returns false for any other. */
+bool peer_tcp_input(uint32_t src_ip, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
+		    const uint8_t *data, uint16_t dlen);
 
 #endif

@@ -15,15 +15,12 @@
  * HTTP: GET / answers "gureum-testguest <ip>[ <name>]"; GET /burn?seconds=N
  * burns CPU for N seconds first; GET /poweroff and GET /reboot answer,
  * then act.
+ *
+ * Segments for the peer probe's own connection (peer.c, the client side)
+ * are handed to it before any of this.
  */
 #include "net.h"
 #include "x86.h"
-
-#define TCP_FIN 0x01
-#define TCP_SYN 0x02
-#define TCP_RST 0x04
-#define TCP_PSH 0x08
-#define TCP_ACK 0x10
 
 #define MAX_CONNS 8
 #define REQUEST_MAX 512
@@ -32,7 +29,6 @@
 #define MAX_RESENDS 5
 #define IDLE_MS 30000
 #define HTTP_PORT 80
-#define WINDOW 8192
 
 enum conn_state { FREE, SYN_RECEIVED, ESTABLISHED, WAIT_BURN, CLOSING };
 
@@ -58,8 +54,10 @@ static bool burn_running;
 static enum { AFTER_NONE, AFTER_POWEROFF, AFTER_REBOOT } after_reply;
 static uint64_t after_reply_at;
 
-static void send_segment(const uint8_t mac[6], uint32_t ip, uint16_t sport, uint16_t dport, uint32_t seq,
-			 uint32_t ack, uint8_t flags, const void *data, uint16_t len)
+/* tcp_send sends one segment without options; the server here and the
+ * peer probe's client (peer.c) both build on it. */
+void tcp_send(const uint8_t mac[6], uint32_t ip, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,
+	      uint8_t flags, const void *data, uint16_t len)
 {
 	uint8_t *p = net_ip_payload();
 	if (!p)
@@ -70,7 +68,7 @@ static void send_segment(const uint8_t mac[6], uint32_t ip, uint16_t sport, uint
 	put32(p + 8, ack);
 	p[12] = 5 << 4; /* header length: 5 words, no options */
 	p[13] = flags;
-	put16(p + 14, WINDOW);
+	put16(p + 14, TCP_WINDOW);
 	put16(p + 16, 0); /* checksum: net_ip_send */
 	put16(p + 18, 0);
 	memcpy(p + 20, data, len);
@@ -79,7 +77,7 @@ static void send_segment(const uint8_t mac[6], uint32_t ip, uint16_t sport, uint
 
 static void conn_send(struct conn *c, uint32_t seq, uint8_t flags, const void *data, uint16_t len)
 {
-	send_segment(c->peer_mac, c->peer_ip, HTTP_PORT, c->peer_port, seq, c->rcv_nxt, flags, data, len);
+	tcp_send(c->peer_mac, c->peer_ip, HTTP_PORT, c->peer_port, seq, c->rcv_nxt, flags, data, len);
 }
 
 /* The response segment: data, then FIN, which is sequence number
@@ -88,11 +86,6 @@ static void send_response(struct conn *c)
 {
 	conn_send(c, c->iss + 1, TCP_ACK | TCP_PSH | TCP_FIN, c->response, c->response_len);
 	c->deadline = rdtsc() + ms_to_tsc(RESEND_MS);
-}
-
-static void format_ip(char *out, size_t size, uint32_t ip)
-{
-	ksnprintf(out, size, "%u.%u.%u.%u", ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255);
 }
 
 static void respond(struct conn *c, int status, const char *body)
@@ -217,7 +210,6 @@ static struct conn *find_conn(uint32_t ip, uint16_t port)
 	return NULL;
 }
 
-/* new_conn takes a free slot, or else the one closest to done. */
 /* tcp_idle reports whether no connection is open: every response has
  * been acknowledged and every peer has closed (or given up on). */
 bool tcp_idle(void)
@@ -228,6 +220,7 @@ bool tcp_idle(void)
 	return true;
 }
 
+/* new_conn takes a free slot, or else the one closest to done. */
 static struct conn *new_conn(void)
 {
 	struct conn *victim = NULL;
@@ -246,9 +239,9 @@ static void send_reset(const uint8_t mac[6], uint32_t ip, uint16_t sport, uint16
 	if (flags & TCP_RST)
 		return;
 	if (flags & TCP_ACK)
-		send_segment(mac, ip, dport, sport, ack, 0, TCP_RST, NULL, 0);
+		tcp_send(mac, ip, dport, sport, ack, 0, TCP_RST, NULL, 0);
 	else
-		send_segment(mac, ip, dport, sport, 0, seq + len + ((flags & TCP_SYN) ? 1 : 0), TCP_RST | TCP_ACK, NULL,
+		tcp_send(mac, ip, dport, sport, 0, seq + len + ((flags & TCP_SYN) ? 1 : 0), TCP_RST | TCP_ACK, NULL,
 			     0);
 }
 
@@ -265,6 +258,8 @@ void tcp_input(const uint8_t src_mac[6], uint32_t src_ip, const uint8_t *seg, ui
 	const uint8_t *data = seg + hlen;
 	uint16_t dlen = (uint16_t)(len - hlen);
 
+	if (peer_tcp_input(src_ip, sport, dport, seq, ack, flags, data, dlen))
+		return; /* an answer to the peer probe's own connection */
 	struct conn *c = find_conn(src_ip, sport);
 	if (dport != HTTP_PORT) {
 		send_reset(src_mac, src_ip, sport, dport, seq, ack, flags, dlen);

@@ -123,6 +123,7 @@ void keyboard_init(void);
 void keyboard_interrupt(void);
 
 /* blk.c, net.c: self tests and serving */
+#define MAX_PEERS 4
 struct config {
 	bool selftest, serve, fault;
 	uint32_t ip, netmask, gateway;
@@ -138,6 +139,9 @@ struct config {
 	uint64_t blkiops_s;      /* blkiops self test: seconds, 0 = skip */
 	uint32_t blkiops_modes;  /* bit 0: random reads, bit 1: random writes */
 	bool blkcmd;             /* blkcmd.c: take disk commands on the console */
+	uint32_t peers[MAX_PEERS]; /* peer.c: addresses serve mode probes */
+	uint32_t peer_count;
+	uint64_t peer_wait_s;      /* seconds the probe retries (default 30) */
 };
 extern struct config config;
 
@@ -153,6 +157,8 @@ enum result blkiops_selftest(void);
 void blkcmd_run(void) __attribute__((noreturn));
 enum result net_selftest(void);
 void net_serve_forever(void) __attribute__((noreturn));
+/* peer.c: serve mode's probe of the peer= addresses, one line each */
+void peer_probe_all(void);
 
 /* hostile.c: malformed chains and configurations against the virtio
  * devices, each followed by a normal request; then power-off. */
