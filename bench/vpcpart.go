@@ -107,6 +107,11 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 		if err == nil && terr != nil {
 			err = terr
 		}
+		// The raw trace is kept beside the console log, for a closer look.
+		tracePath := strings.TrimSuffix(c.logPath("vpc", p.name, rep), ".log") + ".trace"
+		if werr := os.WriteFile(tracePath, []byte(text), 0o644); werr != nil && err == nil {
+			err = werr
+		}
 		segs, _ := pingSegments(text, os.Getpid(), proc.cmd.Process.Pid)
 		for _, k := range pingSegmentKeys {
 			out.metrics[k+"_us"] = median(segs[k])
