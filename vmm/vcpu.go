@@ -133,7 +133,18 @@ func (r *vcpuRunner) describeRegs() string {
 		return err.Error()
 	}
 	sregs, _ := r.cpu.SRegs()
-	return fmt.Sprintf("rip=%#x rsp=%#x cr0=%#x cr3=%#x cr4=%#x efer=%#x", regs.RIP, regs.RSP, sregs.CR0, sregs.CR3, sregs.CR4, sregs.EFER)
+	s := fmt.Sprintf("rip=%#x rsp=%#x cr0=%#x cr3=%#x cr4=%#x efer=%#x", regs.RIP, regs.RSP, sregs.CR0, sregs.CR3, sregs.CR4, sregs.EFER)
+	if atResetVector(regs, sregs) {
+		s += "; these are the reset values: KVM on AMD (SVM) resets a vCPU before it reports a triple fault, so the state at the fault is lost"
+	}
+	return s
+}
+
+// atResetVector reports whether a vCPU's registers are those of x86's
+// reset state: real mode, executing at 0xffff_fff0.
+func atResetVector(regs kvm.Regs, sregs kvm.SRegs) bool {
+	const cr0PE = 1
+	return regs.RIP == 0xfff0 && sregs.CS.Base == 0xffff0000 && sregs.CR0&cr0PE == 0
 }
 
 // handleIO runs a port access on this vCPU's thread under the device lock
