@@ -58,16 +58,6 @@ var l1Modules = []string{"kvm_amd", "tun", "bridge", "br_netfilter", "xfrm_user"
 // difference: which MMU L1's KVM uses is invisible through /dev/kvm.
 var l1ModuleParams = map[string]string{"kvm_amd": "npt=0"}
 
-// moduleName is the kernel's name of a module file: "kvm-amd.ko" is
-// kvm_amd.
-func moduleName(file string) string {
-	name := path.Base(file)
-	if i := strings.Index(name, ".ko"); i >= 0 {
-		name = name[:i]
-	}
-	return strings.ReplaceAll(name, "-", "_")
-}
-
 // Marker lines L1's /init writes to its serial console. The host side
 // reads the test output between TestsBegin and TestsEnd.
 const (
@@ -123,7 +113,7 @@ func moduleLoadList(files []string) string {
 	var b strings.Builder
 	for _, f := range files {
 		b.WriteString(path.Base(f))
-		if p := l1ModuleParams[moduleName(f)]; p != "" {
+		if p := l1ModuleParams[normalizeModule(f)]; p != "" {
 			b.WriteString(" " + p)
 		}
 		b.WriteString("\n")

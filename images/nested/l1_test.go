@@ -13,16 +13,3 @@ func TestModuleLoadList(t *testing.T) {
 		t.Errorf("modules.load:\n%s\nwant:\n%s", got, want)
 	}
 }
-
-func TestModuleName(t *testing.T) {
-	for file, want := range map[string]string{
-		"kvm-amd.ko":         "kvm_amd",
-		"/a/b/nft_ct.ko":     "nft_ct",
-		"br_netfilter.ko.xz": "br_netfilter",
-		"nft_meta_bridge.ko": "nft_meta_bridge",
-	} {
-		if got := moduleName(file); got != want {
-			t.Errorf("moduleName(%q) = %q, want %q", file, got, want)
-		}
-	}
-}
