@@ -54,7 +54,7 @@ var l1Modules = []string{"kvm_amd", "tun", "bridge", "br_netfilter", "xfrm_user"
 // emulation here. With nested paging about one round of the Linux-guest
 // tests in seven ended in an L2 triple fault or hang that traced to the
 // guest's page walks through it (docs/nested.md); with shadow paging none
-// did in 13 rounds, at the same speed. gureum-vmm sees no
+// did in about 25 rounds, at the same speed. gureum-vmm sees no
 // difference: which MMU L1's KVM uses is invisible through /dev/kvm.
 var l1ModuleParams = map[string]string{"kvm_amd": "npt=0"}
 
