@@ -172,7 +172,7 @@ func (q *Queue) Pop(mem *guestmem.Memory) (c Chain, ok bool, err error) {
 		// About to go idle: ask the driver to kick at the next buffer it
 		// adds (avail_event), then look again, because it may have added
 		// one between our read and our write and not kicked.
-		if err := mem.PutUint16(q.UsedAddr+4+8*uint64(q.Size), q.lastAvail); err != nil {
+		if err := mem.PutUint16(q.availEventAddr(), q.lastAvail); err != nil {
 			q.fault()
 			return Chain{}, false, nil
 		}
@@ -231,6 +231,14 @@ func (q *Queue) Push(mem *guestmem.Memory, head uint16, written uint32) error {
 	return nil
 }
 
+// usedEventAddr is where the driver's used_event sits (VIRTIO_F_EVENT_IDX):
+// after the available ring's flags, idx and Size entries.
+func (q *Queue) usedEventAddr() uint64 { return q.AvailAddr + 4 + 2*uint64(q.Size) }
+
+// availEventAddr is where the device's avail_event sits: after the used
+// ring's flags, idx and Size 8-byte entries.
+func (q *Queue) availEventAddr() uint64 { return q.UsedAddr + 4 + 8*uint64(q.Size) }
+
 // NeedsInterrupt reports whether the driver wants an interrupt for what was
 // pushed since the last call. Without event idx the driver's
 // VIRTQ_AVAIL_F_NO_INTERRUPT flag decides; with VIRTIO_F_EVENT_IDX the driver
@@ -253,7 +261,7 @@ func (q *Queue) NeedsInterrupt(mem *guestmem.Memory) bool {
 		}
 		return flags&availFlagNoInterrupt == 0
 	}
-	event, err := mem.Uint16(q.AvailAddr + 4 + 2*uint64(q.Size))
+	event, err := mem.Uint16(q.usedEventAddr())
 	if err != nil {
 		return true
 	}
@@ -280,8 +288,8 @@ func (q *Queue) Describe(mem *guestmem.Memory) string {
 		s += fmt.Sprintf(", used.idx %d", used)
 	}
 	if q.eventIdx {
-		usedEvent, _ := mem.Uint16(q.AvailAddr + 4 + 2*uint64(q.Size))
-		availEvent, _ := mem.Uint16(q.UsedAddr + 4 + 8*uint64(q.Size))
+		usedEvent, _ := mem.Uint16(q.usedEventAddr())
+		availEvent, _ := mem.Uint16(q.availEventAddr())
 		s += fmt.Sprintf(", used_event %d, avail_event %d", usedEvent, availEvent)
 	}
 	if q.broken || q.errors != 0 {
