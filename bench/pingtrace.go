@@ -232,15 +232,3 @@ func returnedData(rest string) bool {
 	n, err := strconv.ParseInt(strings.TrimPrefix(v, "0x"), 16, 64)
 	return err == nil && n > 0 && !strings.HasPrefix(v, "0xffffffff")
 }
-
-// median of v (which it sorts), or 0 for none.
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	sort.Float64s(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}

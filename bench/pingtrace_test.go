@@ -83,15 +83,3 @@ func TestIsKick(t *testing.T) {
 		}
 	}
 }
-
-func TestMedian(t *testing.T) {
-	if m := median(nil); m != 0 {
-		t.Errorf("median of none = %v", m)
-	}
-	if m := median([]float64{3, 1, 2}); m != 2 {
-		t.Errorf("median = %v, want 2", m)
-	}
-	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
-		t.Errorf("median = %v, want 2.5", m)
-	}
-}

@@ -114,7 +114,7 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 		}
 		segs, _ := pingSegments(text, os.Getpid(), proc.cmd.Process.Pid)
 		for _, k := range pingSegmentKeys {
-			out.metrics[k+"_us"] = median(segs[k])
+			out.metrics[k+"_us"] = summarize(segs[k], 0).median
 		}
 		out.metrics["seg_pings"] = float64(len(segs[pingSegmentKeys[0]]))
 	}
