@@ -45,7 +45,7 @@ func selected(o options, pt part, peers []peer) []peer {
 
 // benchmark runs every selected part. Within a part the repetitions are
 // interleaved (rep 0 of every peer, then rep 1, ...), so that a change of
-// machine load during the part affects all peers alike.
+// machine load during the part affects all peers alike (runPart).
 func benchmark(ctx context.Context, o options) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, taps, /dev/kvm)")
@@ -144,11 +144,14 @@ func benchmark(ctx context.Context, o options) error {
 }
 
 // runPart runs reps repetitions of a part on each of its peers and hands
-// every row to record. It stops early only when ctx is cancelled; a
-// failing run is recorded and the next one started.
+// every row to record. Within a repetition the peers run one after the
+// other, in reverse order every other repetition, so that no peer always
+// runs first (straight after the previous part) or always after the same
+// other one. It stops early only when ctx is cancelled; a failing run is
+// recorded and the next one started.
 func runPart(ctx context.Context, c caseRun, pt part, peers []peer, record func(row)) error {
 	for rep := 0; rep < c.o.reps; rep++ {
-		for _, p := range peers {
+		for _, p := range repetitionOrder(peers, rep) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -166,6 +169,18 @@ func runPart(ctx context.Context, c caseRun, pt part, peers []peer, record func(
 		}
 	}
 	return nil
+}
+
+// repetitionOrder is the order in which the peers run in repetition rep:
+// as given in even repetitions, reversed in odd ones.
+func repetitionOrder(peers []peer, rep int) []peer {
+	out := append([]peer(nil), peers...)
+	if rep%2 == 1 {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out
 }
 
 // formatMetrics prints a run's figures in table order.

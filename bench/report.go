@@ -111,17 +111,18 @@ func (s spread) cell(format string) string {
 }
 
 // writeTable renders the results as a markdown table: one row per figure,
-// one column per peer, then the ratio of medians gureum/QEMU and the goal.
+// one column per peer, then the ratio of medians gureum/QEMU, the ratios of
+// the repetitions taken one by one (pairedRatios) and the goal.
 func writeTable(w io.Writer, rows []row, peers []peer) {
 	fmt.Fprintf(w, "| measurement |")
 	for _, p := range peers {
 		fmt.Fprintf(w, " %s (min / median / max) |", p.title)
 	}
-	fmt.Fprintf(w, " gureum / QEMU (medians) | goal |\n|---|")
+	fmt.Fprintf(w, " gureum / QEMU (medians) | gureum / QEMU per repetition (median, min–max) | goal |\n|---|")
 	for range peers {
 		fmt.Fprintf(w, "---|")
 	}
-	fmt.Fprintf(w, "---|---|\n")
+	fmt.Fprintf(w, "---|---|---|\n")
 	for _, m := range metrics {
 		spreads := map[string]spread{}
 		seen := false
@@ -155,12 +156,45 @@ func writeTable(w io.Writer, rows []row, peers []peer) {
 		if g.n > 0 && q.n > 0 && q.median != 0 {
 			ratio = fmt.Sprintf("%.2f", g.median/q.median)
 		}
+		paired := "—"
+		if p := summarize(pairedRatios(rows, m.part, m.key), 0); p.n > 0 {
+			paired = fmt.Sprintf("%.2f (%.2f–%.2f, n=%d)", p.median, p.min, p.max, p.n)
+		}
 		goal := "—"
 		if m.goal != nil {
 			goal = m.goal(g, q)
 		}
-		fmt.Fprintf(w, " %s | %s |\n", ratio, goal)
+		fmt.Fprintf(w, " %s | %s | %s |\n", ratio, paired, goal)
 	}
+}
+
+// pairedRatios returns gureum's figure over QEMU's for every repetition in
+// which both measured it. The two runs of a repetition follow each other
+// (runPart), so a ratio compares them under the same machine conditions;
+// the spread of these ratios shows how much of the difference between the
+// medians is the machine drifting between repetitions.
+func pairedRatios(rows []row, part, key string) []float64 {
+	g, q := map[int]float64{}, map[int]float64{}
+	for _, r := range rows {
+		v, ok := r.Metrics[key]
+		if r.Part != part || r.Error != "" || !ok {
+			continue
+		}
+		switch r.Peer {
+		case peerGureum:
+			g[r.Rep] = v
+		case peerQEMU:
+			q[r.Rep] = v
+		}
+	}
+	var out []float64
+	for rep, gv := range g {
+		if qv, ok := q[rep]; ok && qv != 0 {
+			out = append(out, gv/qv)
+		}
+	}
+	sort.Float64s(out)
+	return out
 }
 
 // writeNotes prints the notes of the peers that took part.
