@@ -66,6 +66,9 @@ func socketInNetns(ns string) (fd int, back bool, err error) {
 	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 	if err != nil {
 		err = fmt.Errorf("raw icmp socket: %w", err)
+	} else if err = enableReceiveStamps(fd); err != nil {
+		unix.Close(fd)
+		fd = -1
 	}
 	if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
 		return fd, false, err
@@ -130,6 +133,32 @@ type echoStats struct {
 	elapsed        time.Duration // first request until the last reply
 }
 
+// enableReceiveStamps asks the kernel to stamp every packet the socket
+// receives with the time it arrived (SO_TIMESTAMPNS), as ping(8) does.
+func enableReceiveStamps(fd int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fmt.Errorf("icmp socket: receive time stamps: %w", err)
+	}
+	return nil
+}
+
+// receiveStamp returns the kernel's receive time stamp (SCM_TIMESTAMPNS)
+// among a packet's control messages, or the zero time if there is none.
+func receiveStamp(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(m.Data[0:]))
+			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:]))
+			return time.Unix(sec, nsec)
+		}
+	}
+	return time.Time{}
+}
+
 // pinger sends echo requests to one IPv4 address over a raw socket.
 type pinger struct {
 	fd   int
@@ -137,11 +166,16 @@ type pinger struct {
 	id   uint16
 	seen map[uint16]bool
 	buf  []byte
+	oob  []byte // a received packet's control messages
+	// arrived is the kernel's receive time stamp of the last new reply
+	// that receive took in; zero if the socket does not stamp
+	// (enableReceiveStamps).
+	arrived time.Time
 }
 
 func newPinger(fd int, dst [4]byte) *pinger {
 	return &pinger{fd: fd, dst: unix.SockaddrInet4{Addr: dst}, id: uint16(os.Getpid()),
-		seen: map[uint16]bool{}, buf: make([]byte, 1500)}
+		seen: map[uint16]bool{}, buf: make([]byte, 1500), oob: make([]byte, 128)}
 }
 
 func (p *pinger) send(seq uint16) error {
@@ -153,7 +187,8 @@ func (p *pinger) send(seq uint16) error {
 
 // receive waits until the reply to seq arrives or until deadline, and
 // returns how many new replies (to any request) came in meanwhile, plus
-// the arrival time of the last one.
+// the time the harness read the last one (p.arrived has the kernel's
+// time stamp of its arrival).
 func (p *pinger) receive(seq uint16, deadline time.Time) (n int, last time.Time, err error) {
 	for {
 		wait := time.Until(deadline)
@@ -169,7 +204,7 @@ func (p *pinger) receive(seq uint16, deadline time.Time) (n int, last time.Time,
 			return n, last, fmt.Errorf("poll icmp socket: %w", err)
 		}
 		for {
-			k, _, err := unix.Recvfrom(p.fd, p.buf, unix.MSG_DONTWAIT)
+			k, oobn, _, _, err := unix.Recvmsg(p.fd, p.buf, p.oob, unix.MSG_DONTWAIT)
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				break
 			}
@@ -183,6 +218,7 @@ func (p *pinger) receive(seq uint16, deadline time.Time) (n int, last time.Time,
 			p.seen[got] = true
 			n++
 			last = time.Now()
+			p.arrived = receiveStamp(p.oob[:oobn])
 			if got == seq {
 				return n, last, nil
 			}

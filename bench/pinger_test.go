@@ -65,9 +65,11 @@ func TestInternetChecksumOddLength(t *testing.T) {
 	}
 }
 
-// TestFloodLoopback floods 127.0.0.1 (the kernel answers) to check pacing
-// and counting end to end. Raw sockets need root.
-func TestFloodLoopback(t *testing.T) {
+// rawICMPSocket opens a raw ICMP socket for the test, closed at its end.
+// Raw sockets need root: the test is skipped without, or fails when
+// GUREUM_REQUIRE_KVM=1.
+func rawICMPSocket(t *testing.T) int {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("GUREUM_REQUIRE_KVM") == "1" {
 			t.Fatal("needs root for a raw ICMP socket, and GUREUM_REQUIRE_KVM=1 forbids skipping")
@@ -78,7 +80,14 @@ func TestFloodLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// TestFloodLoopback floods 127.0.0.1 (the kernel answers) to check pacing
+// and counting end to end.
+func TestFloodLoopback(t *testing.T) {
+	fd := rawICMPSocket(t)
 	p := newPinger(fd, [4]byte{127, 0, 0, 1})
 	ctx := context.Background()
 	if err := p.waitAlive(ctx, 5*time.Second); err != nil {
@@ -95,5 +104,40 @@ func TestFloodLoopback(t *testing.T) {
 	// requests take well under 200 × 10 ms.
 	if st.elapsed > time.Second {
 		t.Fatalf("flood took %v: pacing waited for replies that had arrived", st.elapsed)
+	}
+}
+
+// TestRoundTripsLoopback pings 127.0.0.1 as the vpc part pings its guest:
+// every round trip is measured to the kernel's receive time stamp, which
+// comes before the harness reads the reply.
+func TestRoundTripsLoopback(t *testing.T) {
+	fd := rawICMPSocket(t)
+	if err := enableReceiveStamps(fd); err != nil {
+		t.Fatal(err)
+	}
+	p := newPinger(fd, [4]byte{127, 0, 0, 1})
+	rtts, reads, sent, err := p.roundTrips(context.Background(), 20, time.Millisecond, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent != 20 || len(rtts) != 20 || len(reads) != 20 {
+		t.Fatalf("sent %d, %d round trips, %d reads; want 20 each", sent, len(rtts), len(reads))
+	}
+	if p.arrived.IsZero() {
+		t.Fatal("no kernel receive time stamp on the replies")
+	}
+	for i := range rtts {
+		if rtts[i] <= 0 || rtts[i] > reads[i] {
+			t.Errorf("ping %d: %v to the stamp, %v to the read", i, rtts[i], reads[i])
+		}
+	}
+}
+
+func TestReceiveStampWithout(t *testing.T) {
+	if got := receiveStamp(nil); !got.IsZero() {
+		t.Fatalf("no control messages gave %v", got)
+	}
+	if got := receiveStamp([]byte{1, 2, 3}); !got.IsZero() {
+		t.Fatalf("a cut control message gave %v", got)
 	}
 }

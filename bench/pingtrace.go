@@ -15,7 +15,7 @@ import (
 // time went, from kernel trace events (tracefs) recorded during the pings:
 //
 //	client sendto ──► interrupt ──► vCPU awake ──► kick ──► writev ──► client has the reply
-//	   (harness)      (VMM: MSI)    (KVM)          (guest)  (VMM)       (harness: recvfrom)
+//	   (harness)      (VMM: MSI)    (KVM)          (guest)  (VMM)       (harness: recvmsg)
 //
 //   - send→irq: the client's send through the bridge into the tap, the
 //     VMM's device thread woken, reading the frame into the guest's
@@ -28,7 +28,7 @@ import (
 //     reading the reply from the transmit queue until its writev(2) to
 //     the tap;
 //   - write→reply: the reply through the bridge to the client, which is
-//     woken and reads it (recvfrom(2) returning data).
+//     woken and reads it (recvmsg(2) returning data).
 //
 // The same events are recorded for both VMMs, so the segments compare
 // like with like; tracing costs time, so traced round trips are longer
@@ -42,7 +42,7 @@ const tracefs = "/sys/kernel/tracing"
 // pingTraceEvents are the events a traced ping needs.
 var pingTraceEvents = []string{
 	"syscalls/sys_enter_sendto",
-	"syscalls/sys_exit_recvfrom",
+	"syscalls/sys_exit_recvmsg",
 	"syscalls/sys_enter_writev",
 	"kvm/kvm_msi_set_irq",
 	"kvm/kvm_vcpu_wakeup",
@@ -182,7 +182,7 @@ func pingSegments(trace string, client, vmm int) (map[string][]float64, int) {
 			state, stamps[3] = wantWrite, us
 		case tgid == vmm && event == "sys_writev" && state == wantWrite:
 			state, stamps[4] = wantReply, us
-		case tgid == client && event == "sys_recvfrom" && state == wantReply && returnedData(rest):
+		case tgid == client && event == "sys_recvmsg" && state == wantReply && returnedData(rest):
 			stamps[5] = us
 			for i, k := range pingSegmentKeys {
 				segs[k] = append(segs[k], stamps[i+1]-stamps[i])

@@ -19,19 +19,19 @@ const sampleTrace = `# tracer: nop
        gureum-vmm-202   (    200) [001] ..... 10.000080: kvm_mmio: mmio read len 4 gpa 0xc0003000 val 0x1
        gureum-vmm-202   (    200) [001] ..... 10.000400: kvm_mmio: mmio write len 2 gpa 0xc0003004 val 0x1
        gureum-vmm-201   (    200) [001] ..... 10.000405: sys_writev(fd: 6, vec: 0x1, vlen: 2)
-            bench-101   (    100) [000] ..... 10.000420: sys_recvfrom -> 0xfffffffffffffff5
-            bench-103   (    100) [000] ..... 10.000445: sys_recvfrom -> 0x54
+            bench-101   (    100) [000] ..... 10.000420: sys_recvmsg -> 0xfffffffffffffff5
+            bench-103   (    100) [000] ..... 10.000445: sys_recvmsg -> 0x54
             bench-101   (    100) [000] ..... 10.002000: sys_sendto(fd: 3, buff: 0x1, len: 0x40, flags: 0, addr: 0x2, addr_len: 0x10)
        gureum-vmm-201   (    200) [001] ..... 10.002050: kvm_msi_set_irq: dst 0 vec 57 (Fixed|physical|edge)
        gureum-vmm-202   (    200) [001] ..... 10.002400: kvm_mmio: mmio write len 2 gpa 0xc0003004 val 0x1
        gureum-vmm-201   (    200) [001] ..... 10.002405: sys_writev(fd: 6, vec: 0x1, vlen: 2)
-            bench-101   (    100) [000] ..... 10.002445: sys_recvfrom -> 0x54
+            bench-101   (    100) [000] ..... 10.002445: sys_recvmsg -> 0x54
             bench-101   (    100) [000] ..... 10.004000: sys_sendto(fd: 3, buff: 0x1, len: 0x40, flags: 0, addr: 0x2, addr_len: 0x10)
        gureum-vmm-201   (    200) [001] ..... 10.004030: kvm_msi_set_irq: dst 0 vec 57 (Fixed|physical|edge)
        gureum-vmm-202   (    200) [001] ..... 10.004040: kvm_vcpu_wakeup: wait time 1500000 ns, polling valid
        gureum-vmm-202   (    200) [001] ..... 10.004300: kvm_fast_mmio: fast mmio at gpa 0xc0003004
        gureum-vmm-201   (    200) [001] ..... 10.004310: sys_writev(fd: 6, vec: 0x1, vlen: 2)
-            bench-101   (    100) [000] ..... 10.004350: sys_recvfrom -> 0x54
+            bench-101   (    100) [000] ..... 10.004350: sys_recvmsg -> 0x54
 `
 
 func TestPingSegments(t *testing.T) {

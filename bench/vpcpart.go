@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ func vpcMetrics() []metric {
 	return []metric{
 		{part: "vpc", key: "ping_median_us", label: "VPC: ping round trip, median (µs)", format: "%.0f", goal: atMostQEMU},
 		{part: "vpc", key: "ping_p99_us", label: "VPC: ping round trip, 99th percentile (µs)", format: "%.0f", goal: atMostQEMU},
+		{part: "vpc", key: "ping_read_median_us", label: "VPC: ping round trip until the client has read the reply, median (µs)", format: "%.0f"},
 		{part: "vpc", key: "ping_loss_pct", label: "VPC: echo requests unanswered (%)", format: "%.1f"},
 		{part: "vpc", key: "http_rps", label: "VPC: HTTP GET /, 1 client (requests/s)", format: "%.0f", goal: atLeastQEMU},
 		{part: "vpc", key: "http_conc_rps", label: fmt.Sprintf("VPC: HTTP GET /, %d clients at once (requests/s)", vpcClients), format: "%.0f", goal: atLeastQEMU},
@@ -101,7 +103,7 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 			return out, err
 		}
 	}
-	rtts, sent, err := pg.roundTrips(ctx, vpcPings, c.o.pingGap, vpcPingTimeout)
+	rtts, reads, sent, err := pg.roundTrips(ctx, vpcPings, c.o.pingGap, vpcPingTimeout)
 	if trace != nil {
 		text, terr := trace.stop()
 		if err == nil && terr != nil {
@@ -126,6 +128,7 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 	}
 	out.metrics["ping_median_us"] = micros(percentile(rtts, 50))
 	out.metrics["ping_p99_us"] = micros(percentile(rtts, 99))
+	out.metrics["ping_read_median_us"] = micros(percentile(reads, 50))
 	out.metrics["ping_loss_pct"] = 100 * float64(sent-len(rtts)) / float64(sent)
 
 	client := &http.Client{Transport: &http.Transport{DialContext: b.dial, DisableKeepAlives: true}, Timeout: vpcGetTimeout}
@@ -151,35 +154,59 @@ func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
 
 // roundTrips sends count echo requests one at a time, gap apart, each
 // waiting up to timeout for its reply, and returns the round trip of
-// every request answered in time and how many were sent. A reply that
-// comes later is not counted.
-func (p *pinger) roundTrips(ctx context.Context, count int, gap, timeout time.Duration) ([]time.Duration, int, error) {
-	var rtts []time.Duration
-	sent := 0
+// every request answered in time, the same round trips until the client
+// had read the reply, and how many requests were sent. A reply that comes
+// later is not counted.
+//
+// A round trip runs from just before the request's sendto(2) to the
+// reply's arrival at the client's socket, by the kernel's receive time
+// stamp, which is what ping(8) reports. That leaves out the wake-up of
+// the client itself, which takes the same time whichever VMM answered
+// but varies by tens of µs on this machine; the second list keeps it in.
+//
+// The client should cost each round trip as little as ping(8) does, and
+// the same every time, so it keeps its OS thread for the whole loop and
+// waits only in system calls: poll(2) for the reply and nanosleep(2) for
+// the gap. A goroutine that instead parks on a Go timer between requests
+// makes the runtime wake a second thread at each request (to run the
+// timer, then to look for other work), on the same two CPUs as the VMM
+// under test: in one run here that put 12 µs on QEMU's median round trip
+// and 46 µs on gureum-vmm's (docs/benchmarks.md, "The VPC network").
+func (p *pinger) roundTrips(ctx context.Context, count int, gap, timeout time.Duration) (rtts, reads []time.Duration, sent int, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pause := unix.NsecToTimespec(gap.Nanoseconds())
 	for seq := 0; seq < count; seq++ {
 		if err := ctx.Err(); err != nil {
-			return rtts, sent, err
+			return rtts, reads, sent, err
 		}
 		start := time.Now()
 		if err := p.send(uint16(seq)); err != nil {
-			return rtts, sent, err
+			return rtts, reads, sent, err
 		}
 		sent++
 		_, last, err := p.receive(uint16(seq), start.Add(timeout))
 		if err != nil {
-			return rtts, sent, err
+			return rtts, reads, sent, err
 		}
 		// receive returns as soon as this request's reply is in, so
-		// last is its arrival; without it, last belongs to a late
-		// reply to an earlier request.
+		// last and p.arrived are its; without it, they belong to a
+		// late reply to an earlier request.
 		if p.seen[uint16(seq)] {
-			rtts = append(rtts, last.Sub(start))
+			arrived := last
+			if !p.arrived.IsZero() {
+				arrived = p.arrived
+			}
+			rtts = append(rtts, arrived.Sub(start))
+			reads = append(reads, last.Sub(start))
 		}
-		if err := sleepCtx(ctx, gap); err != nil {
-			return rtts, sent, err
+		for rest := pause; ; {
+			if err := unix.Nanosleep(&rest, &rest); err != unix.EINTR {
+				break
+			}
 		}
 	}
-	return rtts, sent, nil
+	return rtts, reads, sent, nil
 }
 
 // percentile is the q-th percentile (nearest rank) of d; d is sorted in
