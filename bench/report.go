@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 )
@@ -28,6 +29,11 @@ type metric struct {
 	// goal, when set, says what the project aims for and whether the
 	// spreads of gureum and QEMU meet it.
 	goal func(gureum, qemu spread) string
+	// level, for a goal on the ratio gureum/QEMU, is the ratio at which
+	// the goal is just met (1 for "≥ QEMU" or "≤ QEMU"); zero otherwise.
+	// When the repetitions cannot tell the ratio from it, the table says
+	// so beside the verdict (noiseNote).
+	level float64
 }
 
 // verdict renders a goal check; measured says the figures it needs exist.
@@ -47,7 +53,7 @@ var metrics = []metric{
 	{part: "boot", key: "ready_s", label: "start to ready (s)", format: "%.3f",
 		goal: func(g, q spread) string {
 			return verdict("≤ 0.5× QEMU", g.median <= 0.5*q.median, g.n > 0 && q.n > 0)
-		}},
+		}, level: 0.5},
 	{part: "boot", key: "first_line_s", label: "start to the guest's first console line (s)", format: "%.3f"},
 	{part: "boot", key: "rss_mib", label: "VmRSS 2 s after that line (MiB)", format: "%.1f"},
 	{part: "boot", key: "guest_mib", label: "… of it guest RAM touched (MiB)", format: "%.1f"},
@@ -55,11 +61,11 @@ var metrics = []metric{
 		goal: func(g, q spread) string { return verdict("gureum ≤ 6 MiB", g.median <= 6, g.n > 0) }},
 	{part: "boot", key: "own_file_mib", label: "… of the VMM's own: binary and library pages (MiB)", format: "%.1f"},
 	{part: "blk", key: "write_mbs", label: "virtio-blk sequential write (MB/s)", format: "%.0f",
-		goal: atLeastQEMU},
+		goal: atLeastQEMU, level: 1},
 	{part: "blk", key: "read_mbs", label: "virtio-blk sequential read (MB/s)", format: "%.0f",
-		goal: atLeastQEMU},
+		goal: atLeastQEMU, level: 1},
 	{part: "net", key: "echo_pps", label: "ICMP echo replies/s", format: "%.0f",
-		goal: atLeastQEMU},
+		goal: atLeastQEMU, level: 1},
 	{part: "net", key: "echo_loss_pct", label: "echo requests unanswered (%)", format: "%.1f"},
 }
 
@@ -162,7 +168,7 @@ func writeTable(w io.Writer, rows []row, peers []peer) {
 		}
 		goal := "—"
 		if m.goal != nil {
-			goal = m.goal(g, q)
+			goal = m.goal(g, q) + noiseNote(pairedRatios(rows, m.part, m.key), m.level)
 		}
 		fmt.Fprintf(w, " %s | %s | %s |\n", ratio, paired, goal)
 	}
@@ -195,6 +201,44 @@ func pairedRatios(rows []row, part, key string) []float64 {
 	}
 	sort.Float64s(out)
 	return out
+}
+
+// noiseNote qualifies a verdict on a ratio goal whose level lies inside
+// the 95 % confidence interval of the median per-repetition ratio: the two
+// VMMs differ by less than the repetitions can resolve, whichever way the
+// medians fell. It is empty otherwise, and when there are too few
+// repetitions for an interval.
+func noiseNote(sortedRatios []float64, level float64) string {
+	lo, hi, ok := medianInterval(sortedRatios)
+	if level == 0 || !ok || level < lo || level > hi {
+		return ""
+	}
+	return fmt.Sprintf(" (within the noise: ratio %.2f–%.2f, 95 %%)", lo, hi)
+}
+
+// medianInterval returns a 95 % confidence interval for the median of what
+// the sorted values are drawn from: the k-th smallest and k-th largest
+// value, with k the largest for which a Binomial(n, ½) count falls below
+// k with probability at most 2.5 % (the sign test's interval, which
+// assumes nothing about the distribution). It needs at least 6 values.
+func medianInterval(sorted []float64) (lo, hi float64, ok bool) {
+	n := len(sorted)
+	k := 0
+	choose, cum := 1.0, 0.0 // C(n, j) and P(count ≤ j)
+	for j := 0; j < n; j++ {
+		if j > 0 {
+			choose = choose * float64(n-j+1) / float64(j)
+		}
+		cum += math.Ldexp(choose, -n)
+		if cum > 0.025 {
+			break
+		}
+		k = j + 1
+	}
+	if k == 0 {
+		return 0, 0, false
+	}
+	return sorted[k-1], sorted[n-k], true
 }
 
 // writeNotes prints the notes of the peers that took part.

@@ -79,3 +79,61 @@ func TestRepetitionOrder(t *testing.T) {
 		t.Errorf("the peers' own order changed: %s", names(peers))
 	}
 }
+
+func TestMedianInterval(t *testing.T) {
+	v := func(n int) []float64 {
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = float64(i + 1)
+		}
+		return out
+	}
+	if _, _, ok := medianInterval(v(5)); ok {
+		t.Error("5 values gave an interval: 2 × 1/32 > 5 %")
+	}
+	for _, c := range []struct {
+		n      int
+		lo, hi float64
+	}{
+		{6, 1, 6},   // P(count = 0) = 1/64
+		{10, 2, 9},  // P(count ≤ 1) = 11/1024
+		{12, 3, 10}, // P(count ≤ 2) = 79/4096
+	} {
+		lo, hi, ok := medianInterval(v(c.n))
+		if !ok || lo != c.lo || hi != c.hi {
+			t.Errorf("%d values: %v–%v (%v), want %v–%v", c.n, lo, hi, ok, c.lo, c.hi)
+		}
+	}
+}
+
+func TestNoiseNote(t *testing.T) {
+	level := []float64{0.93, 0.96, 0.98, 0.99, 1.00, 1.01, 1.01, 1.02, 1.03, 1.04}
+	if got := noiseNote(level, 1); got != " (within the noise: ratio 0.96–1.03, 95 %)" {
+		t.Errorf("level pair: %q", got)
+	}
+	faster := []float64{0.80, 0.82, 0.85, 0.86, 0.88, 0.90, 0.91, 0.93, 0.95, 1.02}
+	if got := noiseNote(faster, 1); got != "" {
+		t.Errorf("a clear difference got a note: %q", got)
+	}
+	if got := noiseNote(level, 0); got != "" {
+		t.Errorf("a goal that is not on the ratio got a note: %q", got)
+	}
+	if got := noiseNote(level[:4], 1); got != "" {
+		t.Errorf("4 repetitions got a note: %q", got)
+	}
+}
+
+func TestWriteTableNoise(t *testing.T) {
+	peers := []peer{{name: peerGureum, title: "gureum-vmm"}, {name: peerQEMU, title: "QEMU microvm"}}
+	var rows []row
+	for rep, pair := range [][2]float64{{500, 490}, {480, 495}, {505, 500}, {470, 480}, {510, 500}, {490, 500}} {
+		rows = append(rows,
+			row{Part: "vpc", Peer: peerGureum, Rep: rep, Metrics: map[string]float64{"ping_median_us": pair[0]}},
+			row{Part: "vpc", Peer: peerQEMU, Rep: rep, Metrics: map[string]float64{"ping_median_us": pair[1]}})
+	}
+	var b bytes.Buffer
+	writeTable(&b, rows, peers)
+	if want := "≤ QEMU: met (within the noise: ratio 0.97–1.02, 95 %) |"; !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, b.String())
+	}
+}
