@@ -102,10 +102,10 @@ func blkIOMetrics() []metric {
 	var out []metric
 	for _, f := range []string{"raw", "qcow2"} {
 		out = append(out,
-			metric{part: "blk" + f, key: "seq_write_mbs", label: f + ": sequential write, 1 MiB requests (MB/s)", format: "%.0f", goal: atLeastQEMU, level: 1},
-			metric{part: "blk" + f, key: "seq_read_mbs", label: f + ": sequential read, 1 MiB requests (MB/s)", format: "%.0f", goal: atLeastQEMU, level: 1},
-			metric{part: "blk" + f, key: "rand_read_iops", label: f + ": random 4 KiB reads, 4 in flight (IOPS)", format: "%.0f", goal: atLeastQEMU, level: 1},
-			metric{part: "blk" + f, key: "rand_write_iops", label: f + ": random 4 KiB writes, 4 in flight (IOPS)", format: "%.0f", goal: atLeastQEMU, level: 1},
+			metric{part: "blk" + f, key: "seq_write_mbs", label: f + ": sequential write, 1 MiB requests (MB/s)", format: "%.0f", goal: atLeastQEMU},
+			metric{part: "blk" + f, key: "seq_read_mbs", label: f + ": sequential read, 1 MiB requests (MB/s)", format: "%.0f", goal: atLeastQEMU},
+			metric{part: "blk" + f, key: "rand_read_iops", label: f + ": random 4 KiB reads, 4 in flight (IOPS)", format: "%.0f", goal: atLeastQEMU},
+			metric{part: "blk" + f, key: "rand_write_iops", label: f + ": random 4 KiB writes, 4 in flight (IOPS)", format: "%.0f", goal: atLeastQEMU},
 		)
 	}
 	return out

@@ -49,8 +49,8 @@ func init() {
 
 // controlPlaneMetrics are the table rows of the cp part.
 func controlPlaneMetrics() []metric {
-	below := func(text string, limit float64) func(g, q spread) string {
-		return func(g, q spread) string { return verdict(text, g.median < limit, g.n > 0) }
+	below := func(text string, limit float64) *goal {
+		return &goal{check: func(g, q spread) string { return verdict(text, g.median < limit, g.n > 0) }}
 	}
 	return []metric{
 		{part: "cp", key: "one_s", label: "run 1 instance: API call to running with the ready line (s)", format: "%.3f",

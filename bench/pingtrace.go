@@ -226,9 +226,9 @@ func fieldAfter(s, key string) string {
 }
 
 // returnedData reports whether a syscall exit event (" -> 0x54")
-// returned a positive byte count.
+// returned a positive byte count. An error return (" -> 0xfffffffffffffff5",
+// -EAGAIN) does not fit an int64 and fails to parse.
 func returnedData(rest string) bool {
-	v := fieldAfter(rest, "-> ")
-	n, err := strconv.ParseInt(strings.TrimPrefix(v, "0x"), 16, 64)
-	return err == nil && n > 0 && !strings.HasPrefix(v, "0xffffffff")
+	n, err := strconv.ParseInt(strings.TrimPrefix(fieldAfter(rest, "-> "), "0x"), 16, 64)
+	return err == nil && n > 0
 }

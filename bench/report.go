@@ -26,11 +26,15 @@ type metric struct {
 	part, key string
 	label     string
 	format    string // for one value
-	// goal, when set, says what the project aims for and whether the
-	// spreads of gureum and QEMU meet it.
-	goal func(gureum, qemu spread) string
+	goal      *goal  // nil: the figure is reported without one
+}
+
+// goal is what the project aims for on a figure.
+type goal struct {
+	// check says whether the spreads of gureum and QEMU meet it.
+	check func(gureum, qemu spread) string
 	// level, for a goal on the ratio gureum/QEMU, is the ratio at which
-	// the goal is just met (1 for "≥ QEMU" or "≤ QEMU"); zero otherwise.
+	// it is just met (1 for "≥ QEMU" or "≤ QEMU"); zero for other goals.
 	// When the repetitions cannot tell the ratio from it, the table says
 	// so beside the verdict (noiseNote).
 	level float64
@@ -51,21 +55,21 @@ func verdict(text string, met, measured bool) string {
 // metrics lists the table's rows in order.
 var metrics = []metric{
 	{part: "boot", key: "ready_s", label: "start to ready (s)", format: "%.3f",
-		goal: func(g, q spread) string {
+		goal: &goal{check: func(g, q spread) string {
 			return verdict("≤ 0.5× QEMU", g.median <= 0.5*q.median, g.n > 0 && q.n > 0)
-		}, level: 0.5},
+		}, level: 0.5}},
 	{part: "boot", key: "first_line_s", label: "start to the guest's first console line (s)", format: "%.3f"},
 	{part: "boot", key: "rss_mib", label: "VmRSS 2 s after that line (MiB)", format: "%.1f"},
 	{part: "boot", key: "guest_mib", label: "… of it guest RAM touched (MiB)", format: "%.1f"},
 	{part: "boot", key: "own_mib", label: "… of it the VMM's own (MiB)", format: "%.1f",
-		goal: func(g, q spread) string { return verdict("gureum ≤ 6 MiB", g.median <= 6, g.n > 0) }},
+		goal: &goal{check: func(g, q spread) string { return verdict("gureum ≤ 6 MiB", g.median <= 6, g.n > 0) }}},
 	{part: "boot", key: "own_file_mib", label: "… of the VMM's own: binary and library pages (MiB)", format: "%.1f"},
 	{part: "blk", key: "write_mbs", label: "virtio-blk sequential write (MB/s)", format: "%.0f",
-		goal: atLeastQEMU, level: 1},
+		goal: atLeastQEMU},
 	{part: "blk", key: "read_mbs", label: "virtio-blk sequential read (MB/s)", format: "%.0f",
-		goal: atLeastQEMU, level: 1},
+		goal: atLeastQEMU},
 	{part: "net", key: "echo_pps", label: "ICMP echo replies/s", format: "%.0f",
-		goal: atLeastQEMU, level: 1},
+		goal: atLeastQEMU},
 	{part: "net", key: "echo_loss_pct", label: "echo requests unanswered (%)", format: "%.1f"},
 }
 
@@ -73,9 +77,9 @@ func init() { metrics = append(metrics, blkIOMetrics()...) }
 
 // atLeastQEMU is the goal of the device figures: gureum's median no
 // lower than QEMU's.
-func atLeastQEMU(g, q spread) string {
+var atLeastQEMU = &goal{check: func(g, q spread) string {
 	return verdict("≥ QEMU", g.median >= q.median, g.n > 0 && q.n > 0)
-}
+}, level: 1}
 
 // spread is min, median and max of the successful repetitions of a case.
 type spread struct {
@@ -162,15 +166,16 @@ func writeTable(w io.Writer, rows []row, peers []peer) {
 		if g.n > 0 && q.n > 0 && q.median != 0 {
 			ratio = fmt.Sprintf("%.2f", g.median/q.median)
 		}
+		ratios := pairedRatios(rows, m.part, m.key)
 		paired := "—"
-		if p := summarize(pairedRatios(rows, m.part, m.key), 0); p.n > 0 {
+		if p := summarize(ratios, 0); p.n > 0 {
 			paired = fmt.Sprintf("%.2f (%.2f–%.2f, n=%d)", p.median, p.min, p.max, p.n)
 		}
-		goal := "—"
+		goalCell := "—"
 		if m.goal != nil {
-			goal = m.goal(g, q) + noiseNote(pairedRatios(rows, m.part, m.key), m.level)
+			goalCell = m.goal.check(g, q) + noiseNote(ratios, m.goal.level)
 		}
-		fmt.Fprintf(w, " %s | %s | %s |\n", ratio, paired, goal)
+		fmt.Fprintf(w, " %s | %s | %s |\n", ratio, paired, goalCell)
 	}
 }
 

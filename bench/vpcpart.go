@@ -50,12 +50,12 @@ func init() {
 // vpcMetrics are the table rows of the vpc part.
 func vpcMetrics() []metric {
 	return []metric{
-		{part: "vpc", key: "ping_median_us", label: "VPC: ping round trip, median (µs)", format: "%.0f", goal: atMostQEMU, level: 1},
-		{part: "vpc", key: "ping_p99_us", label: "VPC: ping round trip, 99th percentile (µs)", format: "%.0f", goal: atMostQEMU, level: 1},
+		{part: "vpc", key: "ping_median_us", label: "VPC: ping round trip, median (µs)", format: "%.0f", goal: atMostQEMU},
+		{part: "vpc", key: "ping_p99_us", label: "VPC: ping round trip, 99th percentile (µs)", format: "%.0f", goal: atMostQEMU},
 		{part: "vpc", key: "ping_read_median_us", label: "VPC: ping round trip until the client has read the reply, median (µs)", format: "%.0f"},
 		{part: "vpc", key: "ping_loss_pct", label: "VPC: echo requests unanswered (%)", format: "%.1f"},
-		{part: "vpc", key: "http_rps", label: "VPC: HTTP GET /, 1 client (requests/s)", format: "%.0f", goal: atLeastQEMU, level: 1},
-		{part: "vpc", key: "http_conc_rps", label: fmt.Sprintf("VPC: HTTP GET /, %d clients at once (requests/s)", vpcClients), format: "%.0f", goal: atLeastQEMU, level: 1},
+		{part: "vpc", key: "http_rps", label: "VPC: HTTP GET /, 1 client (requests/s)", format: "%.0f", goal: atLeastQEMU},
+		{part: "vpc", key: "http_conc_rps", label: fmt.Sprintf("VPC: HTTP GET /, %d clients at once (requests/s)", vpcClients), format: "%.0f", goal: atLeastQEMU},
 		{part: "vpc", key: "http_failed", label: "VPC: failed GETs (both measurements)", format: "%.0f"},
 		// With -trace-ping (pingtrace.go); medians over the traced pings.
 		{part: "vpc", key: "seg_pings", label: "VPC traced: pings with every event in order", format: "%.0f"},
@@ -69,9 +69,9 @@ func vpcMetrics() []metric {
 
 // atMostQEMU is the goal of latencies: gureum's median no higher than
 // QEMU's.
-func atMostQEMU(g, q spread) string {
+var atMostQEMU = &goal{check: func(g, q spread) string {
 	return verdict("≤ QEMU", g.median <= q.median, g.n > 0 && q.n > 0)
-}
+}, level: 1}
 
 // runVPC is one repetition of the vpc part on one peer.
 func runVPC(ctx context.Context, c caseRun, p peer, rep int) (outcome, error) {
