@@ -69,6 +69,7 @@ bool net_ping(const uint8_t next_mac[6], uint32_t ip);
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 #define TCP_WINDOW 8192 /* the receive window both ends of ours offer */
+#define HTTP_PORT 80     /* the guest serves on it, and the peer probe fetches from it */
 
 void tcp_input(const uint8_t src_mac[6], uint32_t src_ip, const uint8_t *seg, uint16_t len);
 void tcp_send(const uint8_t mac[6], uint32_t ip, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack,

@@ -30,7 +30,6 @@
 #include "net.h"
 #include "x86.h"
 
-#define HTTP_PORT 80
 #define FIRST_PORT 49152 /* our ports: the dynamic range, 49152..65535 */
 #define PORT_COUNT 16384
 #define ARP_TRIES 3      /* one second each */

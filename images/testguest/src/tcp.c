@@ -28,7 +28,6 @@
 #define RESEND_MS 1000
 #define MAX_RESENDS 5
 #define IDLE_MS 30000
-#define HTTP_PORT 80
 
 enum conn_state { FREE, SYN_RECEIVED, ESTABLISHED, WAIT_BURN, CLOSING };
 
